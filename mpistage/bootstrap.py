@@ -1,0 +1,186 @@
+"""How client ranks and server ranks find each other.
+
+Every mode ends in the same thing: an intercommunicator whose remote rank ``i`` is shard ``i``
+(seen from a client), or whose remote group is one client job (seen from a server).
+
+* MPMD: ``mpiexec -n S mpistage-server : -n N python app.py``: one world, split by role.
+* connect: the servers write a connection file; a client job ``MPI_Comm_connect``s to its port.
+* spawned (ensemble members): the parent intercommunicator (see the launcher).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ServerUnreachableError
+from .mpienv import mpi
+from .protocol import PROTOCOL_VERSION
+
+ROLE_SERVER = 0
+ROLE_APP = 1
+INTERCOMM_TAG = 4242
+ADDRESS_ENV = "MPISTAGE_ADDRESS"
+
+
+@dataclass
+class WorldSplit:
+    """The result of splitting ``MPI_COMM_WORLD`` by role in an MPMD job."""
+
+    local: Any  # the intracommunicator of this rank's role
+    remote: Any | None  # intercommunicator to the other role (None when it has no ranks)
+    nservers: int
+    napps: int
+
+
+def split_world(role: int) -> WorldSplit:
+    """Collective over ``MPI_COMM_WORLD``: every rank, server or application, calls it once."""
+    MPI = mpi()
+    import numpy as np
+
+    world = MPI.COMM_WORLD
+    local = world.Split(role, world.Get_rank())
+    roles = np.empty(world.Get_size(), dtype=np.int32)
+    world.Allgather(np.array([role], dtype=np.int32), roles)
+    other = [r for r, x in enumerate(roles) if x != role]
+    nservers = int((roles == ROLE_SERVER).sum())
+    remote = None
+    if other:
+        remote = local.Create_intercomm(0, world, other[0], INTERCOMM_TAG)
+    return WorldSplit(local, remote, nservers, world.Get_size() - nservers)
+
+
+def is_mpmd_app() -> bool:
+    """True in the application part of an MPMD launch (its ``MPI_APPNUM`` is 1 or more)."""
+    appnum = mpi().COMM_WORLD.Get_attr(mpi().APPNUM)
+    return appnum is not None and appnum >= 1
+
+
+# ---------------------------------------------------------------- connection files
+
+@dataclass(frozen=True)
+class Address:
+    """What a connection file says: where the servers listen and how many shards they are."""
+
+    port: str
+    shards: int
+    protocol: int
+    ompi_server_uri: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"port": self.port, "shards": self.shards, "protocol": self.protocol,
+                           "ompi_server_uri": self.ompi_server_uri}, indent=1)
+
+
+def write_address(path: str | os.PathLike[str], address: Address) -> None:
+    """Write the connection file atomically, readable by its owner only (mode 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mpistage-address-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(address.to_json())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_address(path: str | os.PathLike[str]) -> Address:
+    """Parse a connection file; raises :class:`ServerUnreachableError` when it is unusable."""
+    try:
+        data = json.loads(Path(path).read_text())
+        address = Address(str(data["port"]), int(data["shards"]), int(data["protocol"]),
+                          data.get("ompi_server_uri"))
+    except FileNotFoundError as exc:
+        raise ServerUnreachableError(f"no connection file at {path}: are the servers running?") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServerUnreachableError(f"{path} is not an mpistage connection file: {exc}") from exc
+    if address.protocol != PROTOCOL_VERSION:
+        raise ServerUnreachableError(
+            f"servers speak protocol {address.protocol}, this client speaks {PROTOCOL_VERSION}")
+    return address
+
+
+def prepare_singleton(address: Address) -> None:
+    """Let a process started without ``mpiexec`` connect: point Open MPI at the ``ompi-server``
+    named in the connection file. Only has an effect before MPI is initialized."""
+    launched = "OMPI_COMM_WORLD_SIZE" in os.environ or "PMIX_RANK" in os.environ
+    if address.ompi_server_uri and not launched:
+        os.environ.setdefault("OMPI_MCA_pmix_server_uri", f"file:{address.ompi_server_uri}")
+
+
+def connect(address: Address, comm: Any) -> Any:
+    """Collective over ``comm``: connect to the servers' port; returns the intercommunicator."""
+    MPI = mpi()
+    try:
+        inter = comm.Connect(address.port, MPI.INFO_NULL, 0)
+    except MPI.Exception as exc:
+        raise ServerUnreachableError(f"MPI_Comm_connect to {address.port!r} failed: {exc}") from exc
+    if inter.Get_remote_size() != address.shards:
+        raise ServerUnreachableError(
+            f"connected to {inter.Get_remote_size()} server ranks, the address says {address.shards}")
+    return inter
+
+
+# ---------------------------------------------------------------- session setup (every mode)
+
+PURPOSE_CLIENT = 0
+PURPOSE_STOP = 1
+
+
+@dataclass
+class Link:
+    """What both sides hold after setup: the intercommunicator, its merged intracommunicator
+    and the one-sided window (servers expose ``slot_bytes`` per client rank; clients expose 0)."""
+
+    inter: Any
+    merged: Any
+    window: Any
+    slot_bytes: int
+
+
+def setup_client_side(inter: Any, purpose: int = PURPOSE_CLIENT) -> Link | None:
+    """Collective over the client group and the servers (see docs/protocol.md, "Session setup")."""
+    MPI = mpi()
+    import numpy as np
+
+    root = MPI.ROOT if inter.Get_rank() == 0 else MPI.PROC_NULL
+    inter.Bcast(np.array([PROTOCOL_VERSION, purpose], np.int32), root)
+    if purpose == PURPOSE_STOP:
+        return None
+    merged = inter.Merge(True)
+    slot = np.zeros(1, np.int64)
+    merged.Bcast(slot, 0)
+    window = MPI.Win.Allocate(0, 1, MPI.INFO_NULL, merged)
+    return Link(inter, merged, window, int(slot[0]))
+
+
+def setup_server_side(inter: Any, slot_bytes: int) -> Link | None:
+    """The servers' half of :func:`setup_client_side`; None when the peer asked to stop."""
+    MPI = mpi()
+    import numpy as np
+
+    hello = np.zeros(2, np.int32)
+    inter.Bcast(hello, 0)
+    if int(hello[1]) == PURPOSE_STOP:
+        return None
+    merged = inter.Merge(False)
+    merged.Bcast(np.array([slot_bytes], np.int64), 0)
+    window = MPI.Win.Allocate(slot_bytes * inter.Get_remote_size(), 1, MPI.INFO_NULL, merged)
+    return Link(inter, merged, window, slot_bytes)
+
+
+def release(link: Link, disconnect: bool) -> None:
+    """Free the window and merged communicator, then disconnect (or free) the intercommunicator."""
+    link.window.Free()
+    link.merged.Free()
+    if disconnect:
+        link.inter.Disconnect()
+    else:
+        link.inter.Free()

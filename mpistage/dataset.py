@@ -1,0 +1,102 @@
+"""``Dataset``: named tensors plus metadata, put and fetched as one object (SmartRedis's names)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import BadArgumentError, KeyNotFoundError
+from .protocol import DTYPE_CODES
+
+
+class Dataset:
+    """A named group of tensors and metadata fields, stored under one key.
+
+    Metadata scalars accumulate per field (``add_meta_scalar`` twice gives two values), as do
+    metadata strings, as in SmartRedis.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise BadArgumentError("a dataset needs a non-empty string name")
+        self.name = name
+        self._tensors: dict[str, np.ndarray] = {}
+        self._scalars: dict[str, list] = {}
+        self._scalar_types: dict[str, np.dtype] = {}
+        self._strings: dict[str, list[str]] = {}
+
+    def get_name(self) -> str:
+        return self.name
+
+    # ------------------------------------------------------------ tensors
+    def add_tensor(self, name: str, data: np.ndarray) -> None:
+        """Add (or replace) a tensor; raises TypeError for an unsupported dtype."""
+        arr = np.asarray(data)
+        if arr.dtype.newbyteorder("=") not in DTYPE_CODES:
+            raise TypeError(f"dtype {arr.dtype} is not supported")
+        self._tensors[name] = arr
+
+    def get_tensor(self, name: str) -> np.ndarray:
+        """The tensor called ``name``; raises KeyNotFoundError when there is none."""
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise KeyNotFoundError(f"dataset {self.name!r} has no tensor {name!r}") from None
+
+    def get_tensor_names(self) -> list[str]:
+        return list(self._tensors)
+
+    # ------------------------------------------------------------ metadata
+    def add_meta_scalar(self, name: str, data: int | float | np.generic) -> None:
+        """Append a scalar to metadata field ``name`` (all of one field share a dtype)."""
+        value = np.asarray(data)
+        if value.ndim != 0:
+            raise BadArgumentError("add_meta_scalar takes one scalar value")
+        if value.dtype.newbyteorder("=") not in DTYPE_CODES:
+            raise TypeError(f"metadata dtype {value.dtype} is not supported")
+        if name in self._strings:
+            raise BadArgumentError(f"metadata field {name!r} already holds strings")
+        dtype = self._scalar_types.setdefault(name, value.dtype)
+        if value.dtype != dtype:
+            raise TypeError(f"metadata field {name!r} holds {dtype}, not {value.dtype}")
+        self._scalars.setdefault(name, []).append(value.item())
+
+    def add_meta_string(self, name: str, data: str) -> None:
+        """Append a string to metadata field ``name``."""
+        if not isinstance(data, str):
+            raise TypeError("add_meta_string takes a str")
+        if name in self._scalars:
+            raise BadArgumentError(f"metadata field {name!r} already holds scalars")
+        self._strings.setdefault(name, []).append(data)
+
+    def get_meta_scalars(self, name: str) -> np.ndarray:
+        if name not in self._scalars:
+            raise KeyNotFoundError(f"dataset {self.name!r} has no metadata scalars {name!r}")
+        return np.array(self._scalars[name], dtype=self._scalar_types[name])
+
+    def get_meta_strings(self, name: str) -> list[str]:
+        if name not in self._strings:
+            raise KeyNotFoundError(f"dataset {self.name!r} has no metadata strings {name!r}")
+        return list(self._strings[name])
+
+    def get_metadata_field_names(self) -> list[str]:
+        return list(self._scalars) + list(self._strings)
+
+    # ------------------------------------------------------------ wire
+    def metadata_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+        """The metadata as the protocol encodes it."""
+        return {k: self.get_meta_scalars(k) for k in self._scalars}, dict(self._strings)
+
+    @classmethod
+    def from_parts(cls, name: str, tensors: dict[str, np.ndarray],
+                   scalars: dict[str, np.ndarray], strings: dict[str, list[str]]) -> Dataset:
+        ds = cls(name)
+        ds._tensors = dict(tensors)
+        for k, values in scalars.items():
+            ds._scalars[k] = values.tolist()
+            ds._scalar_types[k] = values.dtype
+        ds._strings = {k: list(v) for k, v in strings.items()}
+        return ds
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, tensors={self.get_tensor_names()}, "
+                f"metadata={self.get_metadata_field_names()})")

@@ -1,0 +1,339 @@
+"""The wire protocol shared by the client and the server ranks.
+
+Every client message is a byte buffer with the layout documented in ``docs/protocol.md``;
+nothing here ever unpickles. This module is the only place that packs or unpacks a header,
+a field list or a tensor descriptor: the client, the server and the tests all use it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+REQUEST_MAGIC = b"MPSQ"
+REPLY_MAGIC = b"MPSR"
+
+#: MPI tags. Requests travel on ``TAG_REQUEST``; a request's payload follows on ``TAG_PAYLOAD``.
+#: A reply (and its payload) travels on the request's ``seq``, which lies in ``[SEQ_MIN, SEQ_MAX]``.
+TAG_REQUEST = 1
+TAG_PAYLOAD = 2
+TAG_PEER = 3
+SEQ_MIN = 16
+SEQ_MAX = 32767
+
+#: Header flag: the payload lies in the client's slot of the shard's one-sided window instead of
+#: following as messages (single-part payloads of at least RMA_MIN_BYTES only).
+FLAG_RMA = 1
+RMA_MIN_BYTES = 256 << 10
+
+MAX_KEY_BYTES = 1024
+MAX_FIELDS = 4096
+MAX_HEADER_BYTES = 1 << 20
+
+HEADER = struct.Struct("<4sHHIIIIQ")
+HEADER_SIZE = HEADER.size  # 32 bytes
+FIELD_LEN = struct.Struct("<I")
+DESC_HEAD = struct.Struct("<BBH")
+DIM = struct.Struct("<Q")
+
+
+class Op(IntEnum):
+    """Operation codes (header ``op``)."""
+
+    BYE = 1
+    INFO = 2
+    SAVE = 3
+    SHUTDOWN = 4
+    PUT_TENSOR = 10
+    GET_TENSOR = 11
+    DELETE = 12
+    COPY = 13
+    RENAME = 14
+    EXISTS = 15
+    PUT_DATASET = 20
+    GET_DATASET = 21
+    LIST_APPEND = 30
+    LIST_LENGTH = 31
+    LIST_RANGE = 32
+    SET_MODEL = 50
+    GET_MODEL = 51
+    RUN_MODEL = 53
+    SET_SCRIPT = 54
+    GET_SCRIPT = 55
+    RUN_SCRIPT = 57
+
+
+class Status(IntEnum):
+    """Reply status codes (reply header ``op`` slot)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    STORE_FULL = 2
+    PROTOCOL_ERROR = 3
+    BAD_ARGUMENT = 4
+    UNKNOWN_OP = 5
+    RUNTIME_ERROR = 6
+    INTERNAL_ERROR = 7
+
+
+class Kind(IntEnum):
+    """What a key names, for DELETE / COPY / RENAME / EXISTS (one byte field)."""
+
+    TENSOR = ord("T")
+    DATASET = ord("D")
+    LIST = ord("L")
+    MODEL = ord("M")
+    SCRIPT = ord("S")
+    ANY = ord("*")
+
+
+ORDER_C = 0
+ORDER_F = 1
+
+DTYPE_CODES: dict[np.dtype, int] = {
+    np.dtype("float32"): 1,
+    np.dtype("float64"): 2,
+    np.dtype("int8"): 3,
+    np.dtype("int16"): 4,
+    np.dtype("int32"): 5,
+    np.dtype("int64"): 6,
+    np.dtype("uint8"): 7,
+    np.dtype("uint16"): 8,
+}
+CODE_DTYPES: dict[int, np.dtype] = {code: dt.newbyteorder("<") for dt, code in DTYPE_CODES.items()}
+
+
+class WireError(ValueError):
+    """A buffer does not follow the documented layout."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed 32-byte header of every request and reply.
+
+    For a request ``code`` is the :class:`Op`; for a reply it is the :class:`Status`.
+    """
+
+    code: int
+    seq: int
+    nfields: int
+    payload_nbytes: int = 0
+    flags: int = 0
+
+    def pack(self, magic: bytes) -> bytes:
+        return HEADER.pack(magic, PROTOCOL_VERSION, self.code, self.seq, self.flags,
+                           self.nfields, 0, self.payload_nbytes)
+
+
+def pack_message(magic: bytes, code: int, seq: int, fields: list[bytes],
+                 payload_nbytes: int = 0, flags: int = 0) -> bytes:
+    """Header followed by length-prefixed fields, as one buffer."""
+    parts = [Header(code, seq, len(fields), payload_nbytes, flags).pack(magic)]
+    for f in fields:
+        parts.append(FIELD_LEN.pack(len(f)))
+        parts.append(f)
+    return b"".join(parts)
+
+
+def unpack_message(buf: memoryview | bytes, magic: bytes) -> tuple[Header, list[memoryview]]:
+    """Parse a header and its fields; raises :class:`WireError` on any inconsistency."""
+    mv = memoryview(buf).cast("B")
+    if len(mv) < HEADER_SIZE:
+        raise WireError(f"message of {len(mv)} bytes is shorter than the {HEADER_SIZE}-byte header")
+    got_magic, version, code, seq, flags, nfields, _, payload = HEADER.unpack_from(mv)
+    if got_magic != magic:
+        raise WireError(f"bad magic {bytes(got_magic)!r}, expected {magic!r}")
+    if version != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {version} not supported (this is {PROTOCOL_VERSION})")
+    if nfields > MAX_FIELDS:
+        raise WireError(f"{nfields} fields is more than the limit {MAX_FIELDS}")
+    fields: list[memoryview] = []
+    pos = HEADER_SIZE
+    for i in range(nfields):
+        if pos + 4 > len(mv):
+            raise WireError(f"field {i} length runs past the end of the message")
+        (n,) = FIELD_LEN.unpack_from(mv, pos)
+        pos += 4
+        if pos + n > len(mv):
+            raise WireError(f"field {i} of {n} bytes runs past the end of the message")
+        fields.append(mv[pos:pos + n])
+        pos += n
+    if pos != len(mv):
+        raise WireError(f"{len(mv) - pos} trailing bytes after the last field")
+    return Header(code, seq, nfields, payload, flags), fields
+
+
+# ---------------------------------------------------------------- tensor descriptors
+
+@dataclass(frozen=True)
+class TensorDesc:
+    """dtype, shape and memory order of a tensor whose bytes travel as a payload."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    order: int = ORDER_C
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for d in self.shape:
+            n *= d
+        return n
+
+    def pack(self) -> bytes:
+        head = DESC_HEAD.pack(DTYPE_CODES[np.dtype(self.dtype).newbyteorder("=")], self.order,
+                              len(self.shape))
+        return head + b"".join(DIM.pack(d) for d in self.shape)
+
+    @classmethod
+    def unpack(cls, field: memoryview | bytes) -> TensorDesc:
+        mv = memoryview(field).cast("B")
+        if len(mv) < DESC_HEAD.size:
+            raise WireError("tensor descriptor shorter than 4 bytes")
+        code, order, ndim = DESC_HEAD.unpack_from(mv)
+        if code not in CODE_DTYPES:
+            raise WireError(f"unknown dtype code {code}")
+        if order not in (ORDER_C, ORDER_F):
+            raise WireError(f"unknown memory order {order}")
+        if len(mv) != DESC_HEAD.size + 8 * ndim:
+            raise WireError(f"tensor descriptor of {len(mv)} bytes does not hold {ndim} dims")
+        shape = tuple(DIM.unpack_from(mv, DESC_HEAD.size + 8 * i)[0] for i in range(ndim))
+        return cls(CODE_DTYPES[code], shape, order)
+
+    def view(self, raw: np.ndarray | memoryview | bytes | bytearray) -> np.ndarray:
+        """The numpy array these bytes are, without a copy."""
+        flat = np.frombuffer(raw, dtype=self.dtype, count=int(np.prod(self.shape, dtype=np.int64)))
+        return flat.reshape(self.shape, order="F" if self.order == ORDER_F else "C")
+
+
+def describe(array: np.ndarray) -> tuple[TensorDesc, np.ndarray]:
+    """The descriptor of ``array`` and a contiguous array holding its bytes (a copy only when
+    ``array`` is neither C- nor Fortran-contiguous, or not little-endian)."""
+    dt = np.dtype(array.dtype)
+    if dt.newbyteorder("=") not in DTYPE_CODES:
+        raise TypeError(f"dtype {dt} is not supported; use one of "
+                        f"{', '.join(str(d) for d in DTYPE_CODES)}")
+    if dt.byteorder == ">":
+        array = array.astype(dt.newbyteorder("<"))
+    if array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous:
+        return TensorDesc(array.dtype, array.shape, ORDER_F), array
+    array = np.ascontiguousarray(array)
+    return TensorDesc(array.dtype, array.shape, ORDER_C), array
+
+
+def as_bytes_view(array: np.ndarray) -> np.ndarray:
+    """A flat uint8 view of a contiguous array (C or Fortran order)."""
+    if array.size == 0:
+        return np.empty(0, np.uint8)
+    order = "F" if (array.flags.f_contiguous and not array.flags.c_contiguous) else "C"
+    return array.reshape(-1, order=order).view(np.uint8)
+
+
+# ---------------------------------------------------------------- small field helpers
+
+U8 = struct.Struct("<B")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+
+
+def key_field(key: str) -> bytes:
+    """A key as a field: UTF-8, 1 to MAX_KEY_BYTES bytes."""
+    raw = key.encode("utf-8")
+    if not raw:
+        raise ValueError("a key must not be empty")
+    if len(raw) > MAX_KEY_BYTES:
+        raise ValueError(f"key of {len(raw)} bytes is longer than the limit {MAX_KEY_BYTES}")
+    return raw
+
+
+def decode_key(field: memoryview) -> str:
+    if len(field) == 0:
+        raise WireError("empty key")
+    if len(field) > MAX_KEY_BYTES:
+        raise WireError(f"key of {len(field)} bytes is longer than the limit {MAX_KEY_BYTES}")
+    try:
+        return bytes(field).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError("key is not valid UTF-8") from exc
+
+
+def decode_u32(field: memoryview, what: str) -> int:
+    if len(field) != 4:
+        raise WireError(f"{what} must be a 4-byte unsigned integer")
+    return U32.unpack(field)[0]
+
+
+def decode_i64(field: memoryview, what: str) -> int:
+    if len(field) != 8:
+        raise WireError(f"{what} must be an 8-byte signed integer")
+    return struct.unpack("<q", field)[0]
+
+
+# ---------------------------------------------------------------- dataset metadata
+
+META_SCALAR = 1
+META_STRING = 2
+
+
+def pack_metadata(scalars: dict[str, np.ndarray], strings: dict[str, list[str]]) -> bytes:
+    """Encode a dataset's metadata fields (see docs/protocol.md, "Dataset metadata")."""
+    out = [U32.pack(len(scalars) + len(strings))]
+    for name, values in scalars.items():
+        raw = name.encode()
+        arr = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+        out += [U32.pack(len(raw)), raw, U8.pack(META_SCALAR),
+                U8.pack(DTYPE_CODES[arr.dtype.newbyteorder("=")]), U32.pack(arr.size), arr.tobytes()]
+    for name, texts in strings.items():
+        raw = name.encode()
+        out += [U32.pack(len(raw)), raw, U8.pack(META_STRING), U32.pack(len(texts))]
+        for t in texts:
+            b = t.encode()
+            out += [U32.pack(len(b)), b]
+    return b"".join(out)
+
+
+def unpack_metadata(field: memoryview | bytes) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Decode :func:`pack_metadata`'s layout; raises :class:`WireError` when it is malformed."""
+    mv = memoryview(field).cast("B")
+    pos = 0
+
+    def take(n: int) -> memoryview:
+        nonlocal pos
+        if pos + n > len(mv):
+            raise WireError("dataset metadata runs past its field")
+        chunk = mv[pos:pos + n]
+        pos += n
+        return chunk
+
+    def take_u32() -> int:
+        return U32.unpack(take(4))[0]
+
+    def take_str() -> str:
+        try:
+            return bytes(take(take_u32())).decode()
+        except UnicodeDecodeError as exc:
+            raise WireError("dataset metadata holds a string that is not UTF-8") from exc
+
+    scalars: dict[str, np.ndarray] = {}
+    strings: dict[str, list[str]] = {}
+    for _ in range(take_u32()):
+        name = take_str()
+        kind = take(1)[0]
+        if kind == META_SCALAR:
+            code = take(1)[0]
+            if code not in CODE_DTYPES:
+                raise WireError(f"unknown dtype code {code} in dataset metadata")
+            dt = CODE_DTYPES[code]
+            n = take_u32()
+            scalars[name] = np.frombuffer(bytes(take(n * dt.itemsize)), dtype=dt).astype(dt.newbyteorder("="))
+        elif kind == META_STRING:
+            strings[name] = [take_str() for _ in range(take_u32())]
+        else:
+            raise WireError(f"unknown metadata kind {kind}")
+    if pos != len(mv):
+        raise WireError("trailing bytes after dataset metadata")
+    return scalars, strings

@@ -1,0 +1,192 @@
+"""Request handlers: decode one request's fields, act on the shard store, build the reply.
+
+No MPI here: the progress loop (``loop.py``) receives a :class:`Request` with its payload
+parts already read, and sends the :class:`Reply` back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadArgumentError, MpistageError, ProtocolError
+from ..protocol import (
+    Header,
+    Kind,
+    Op,
+    Status,
+    TensorDesc,
+    WireError,
+    decode_i64,
+    decode_key,
+    unpack_metadata,
+)
+from ..store import ShardStore, StoredDataset, StoredTensor
+
+
+@dataclass
+class Request:
+    """One decoded request: who sent it, its header, fields and payload parts."""
+
+    comm: Any
+    source: int
+    header: Header
+    fields: list[memoryview]
+    payload: list[np.ndarray]
+
+
+@dataclass
+class Reply:
+    """What goes back: a status, fields, and payload parts (one message each)."""
+
+    status: int = Status.OK
+    fields: list[bytes] = field(default_factory=list)
+    payload: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def error(cls, exc: MpistageError | WireError) -> Reply:
+        status = exc.status if isinstance(exc, MpistageError) else Status.PROTOCOL_ERROR
+        return cls(status, [str(exc).encode()])
+
+
+#: A handler returns a Reply now, or None when the reply will be sent later (deferred work).
+Handler = Callable[[Request], "Reply | None"]
+
+
+def expect_fields(req: Request, n: int) -> list[memoryview]:
+    if len(req.fields) != n:
+        raise ProtocolError(f"{Op(req.header.code).name} takes {n} fields, got {len(req.fields)}")
+    return req.fields
+
+
+def decode_kind(f: memoryview) -> Kind:
+    if len(f) != 1 or f[0] not in Kind._value2member_map_:
+        raise ProtocolError("the kind field must be one byte: T, D, L, M, S or *")
+    return Kind(f[0])
+
+
+def tensor_from_parts(desc: TensorDesc, parts: list[np.ndarray], index: int) -> tuple[StoredTensor, int]:
+    """The stored tensor for ``desc``, taking its bytes from ``parts[index]`` when non-empty;
+    returns it and the index of the next part."""
+    if desc.nbytes == 0:
+        return StoredTensor(desc, np.empty(0, np.uint8)), index
+    if index >= len(parts):
+        raise BadArgumentError(f"payload is missing: the descriptor says {desc.nbytes} bytes")
+    part = parts[index]
+    if part.nbytes != desc.nbytes:
+        raise BadArgumentError(
+            f"payload of {part.nbytes} bytes does not match dtype {desc.dtype} and shape "
+            f"{desc.shape} ({desc.nbytes} bytes)")
+    return StoredTensor(desc, part), index + 1
+
+
+def check_all_parts_used(parts: list[np.ndarray], used: int) -> None:
+    if used != len(parts):
+        raise BadArgumentError(f"{len(parts) - used} payload parts more than the descriptors need")
+
+
+def tensor_reply(tensors: list[StoredTensor], fields: list[bytes]) -> Reply:
+    return Reply(Status.OK, fields, [t.data for t in tensors if t.nbytes])
+
+
+class StoreHandlers:
+    """The handlers of the store's operations, bound to one :class:`ShardStore`."""
+
+    def __init__(self, store: ShardStore) -> None:
+        self.store = store
+
+    def table(self) -> dict[int, Handler]:
+        return {
+            Op.PUT_TENSOR: self.put_tensor,
+            Op.GET_TENSOR: self.get_tensor,
+            Op.DELETE: self.delete,
+            Op.COPY: self.copy,
+            Op.RENAME: self.rename,
+            Op.EXISTS: self.exists,
+            Op.PUT_DATASET: self.put_dataset,
+            Op.GET_DATASET: self.get_dataset,
+            Op.LIST_APPEND: self.list_append,
+            Op.LIST_LENGTH: self.list_length,
+            Op.LIST_RANGE: self.list_range,
+        }
+
+    def put_tensor(self, req: Request) -> Reply:
+        key_f, desc_f = expect_fields(req, 2)
+        key, desc = decode_key(key_f), TensorDesc.unpack(desc_f)
+        tensor, used = tensor_from_parts(desc, req.payload, 0)
+        check_all_parts_used(req.payload, used)
+        self.store.put_tensor(key, tensor)
+        return Reply()
+
+    def get_tensor(self, req: Request) -> Reply:
+        (key_f,) = expect_fields(req, 1)
+        tensor = self.store.get(Kind.TENSOR, decode_key(key_f))
+        return tensor_reply([tensor], [tensor.desc.pack()])
+
+    def delete(self, req: Request) -> Reply:
+        kind_f, key_f = expect_fields(req, 2)
+        self.store.delete(decode_kind(kind_f), decode_key(key_f))
+        return Reply()
+
+    def copy(self, req: Request) -> Reply:
+        kind_f, src_f, dst_f = expect_fields(req, 3)
+        self.store.copy(decode_kind(kind_f), decode_key(src_f), decode_key(dst_f))
+        return Reply()
+
+    def rename(self, req: Request) -> Reply:
+        kind_f, src_f, dst_f = expect_fields(req, 3)
+        self.store.rename(decode_kind(kind_f), decode_key(src_f), decode_key(dst_f))
+        return Reply()
+
+    def exists(self, req: Request) -> Reply:
+        kind_f, key_f = expect_fields(req, 2)
+        return Reply(fields=[bytes([self.store.exists(decode_kind(kind_f), decode_key(key_f))])])
+
+    def put_dataset(self, req: Request) -> Reply:
+        if len(req.fields) < 2 or len(req.fields) % 2:
+            raise ProtocolError("PUT_DATASET takes a name, metadata, then (tensor name, descriptor) pairs")
+        name = decode_key(req.fields[0])
+        metadata = bytes(req.fields[1])
+        unpack_metadata(metadata)  # validate now, so a bad dataset is never stored
+        tensors: dict[str, StoredTensor] = {}
+        used = 0
+        for name_f, desc_f in zip(req.fields[2::2], req.fields[3::2], strict=True):
+            tname = decode_key(name_f)
+            tensors[tname], used = tensor_from_parts(TensorDesc.unpack(desc_f), req.payload, used)
+        check_all_parts_used(req.payload, used)
+        self.store.put_dataset(name, StoredDataset(tensors, metadata))
+        return Reply()
+
+    def get_dataset(self, req: Request) -> Reply:
+        (name_f,) = expect_fields(req, 1)
+        name = decode_key(name_f)
+        ds = self.store.get(Kind.DATASET, name)
+        fields = [name.encode(), ds.metadata]
+        for tname, t in ds.tensors.items():
+            fields += [tname.encode(), t.desc.pack()]
+        return tensor_reply(list(ds.tensors.values()), fields)
+
+    def list_append(self, req: Request) -> Reply:
+        list_f, item_f = expect_fields(req, 2)
+        length = self.store.append_to_list(decode_key(list_f), decode_key(item_f))
+        return Reply(fields=[length.to_bytes(8, "little")])
+
+    def list_length(self, req: Request) -> Reply:
+        (list_f,) = expect_fields(req, 1)
+        length = len(self.store.lists.get(decode_key(list_f), []))
+        return Reply(fields=[length.to_bytes(8, "little")])
+
+    def list_range(self, req: Request) -> Reply:
+        list_f, start_f, end_f = expect_fields(req, 3)
+        items = self.store.list_range(decode_key(list_f), decode_i64(start_f, "start"),
+                                      decode_i64(end_f, "end"))
+        return Reply(fields=[s.encode() for s in items])
+
+
+def info_reply(info: dict[str, Any]) -> Reply:
+    """The INFO reply: one field of UTF-8 JSON (server to client only, never parsed by a server)."""
+    return Reply(fields=[json.dumps(info).encode()])

@@ -1,0 +1,145 @@
+"""One shard's in-memory store: tensors, datasets and aggregation lists, under a memory cap.
+
+Pure data structure: no MPI here. The dispatcher decodes requests and calls these methods;
+they raise :class:`~mpistage.errors.MpistageError` subclasses that become reply statuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import BadArgumentError, KeyNotFoundError, StoreFullError
+from .protocol import Kind, TensorDesc
+
+
+@dataclass
+class StoredTensor:
+    """A tensor's descriptor and its bytes (a flat uint8 array in the descriptor's order)."""
+
+    desc: TensorDesc
+    data: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def array(self) -> np.ndarray:
+        return self.desc.view(self.data)
+
+
+@dataclass
+class StoredDataset:
+    """A dataset: named tensors plus its metadata, kept in the documented wire layout."""
+
+    tensors: dict[str, StoredTensor]
+    metadata: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values()) + len(self.metadata)
+
+
+@dataclass
+class ShardStore:
+    """Tensors, datasets and lists of one shard. ``max_bytes`` 0 means no cap."""
+
+    max_bytes: int = 0
+    tensors: dict[str, StoredTensor] = field(default_factory=dict)
+    datasets: dict[str, StoredDataset] = field(default_factory=dict)
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    used_bytes: int = 0
+
+    # ------------------------------------------------------------ accounting
+    def reserve(self, nbytes: int, replacing: int = 0) -> None:
+        """Raise :class:`StoreFullError` unless ``nbytes`` more (less ``replacing``) fit."""
+        after = self.used_bytes - replacing + nbytes
+        if self.max_bytes and after > self.max_bytes:
+            raise StoreFullError(
+                f"store full: {nbytes} bytes do not fit ({self.used_bytes} of {self.max_bytes} "
+                f"bytes used on this shard)")
+
+    @staticmethod
+    def _size(obj: StoredTensor | StoredDataset | list[str]) -> int:
+        if isinstance(obj, list):
+            return sum(len(s) for s in obj)
+        return obj.nbytes
+
+    def _table(self, kind: Kind) -> dict:
+        tables = {Kind.TENSOR: self.tensors, Kind.DATASET: self.datasets, Kind.LIST: self.lists}
+        if kind not in tables:
+            raise BadArgumentError(f"the store holds no objects of kind {chr(kind)!r}")
+        return tables[kind]
+
+    def _set(self, table: dict, key: str, obj: StoredTensor | StoredDataset | list[str]) -> None:
+        old = table.get(key)
+        old_size = self._size(old) if old is not None else 0
+        self.reserve(self._size(obj), old_size)
+        table[key] = obj
+        self.used_bytes += self._size(obj) - old_size
+
+    @property
+    def nkeys(self) -> int:
+        return len(self.tensors) + len(self.datasets) + len(self.lists)
+
+    # ------------------------------------------------------------ generic key operations
+    def get(self, kind: Kind, key: str) -> StoredTensor | StoredDataset | list[str]:
+        table = self._table(kind)
+        try:
+            return table[key]
+        except KeyError:
+            raise KeyNotFoundError(f"{_NAMES[kind]} {key!r} does not exist") from None
+
+    def exists(self, kind: Kind, key: str) -> bool:
+        if kind == Kind.ANY:
+            return key in self.tensors or key in self.datasets or key in self.lists
+        return key in self._table(kind)
+
+    def delete(self, kind: Kind, key: str) -> None:
+        obj = self.get(kind, key)
+        del self._table(kind)[key]
+        self.used_bytes -= self._size(obj)
+
+    def copy(self, kind: Kind, src: str, dst: str) -> None:
+        obj = self.get(kind, src)
+        if src == dst:
+            return
+        dup = list(obj) if isinstance(obj, list) else obj  # tensors and datasets are immutable
+        self._set(self._table(kind), dst, dup)
+
+    def rename(self, kind: Kind, src: str, dst: str) -> None:
+        obj = self.get(kind, src)
+        if src == dst:
+            return
+        table = self._table(kind)
+        old = table.pop(dst, None)
+        if old is not None:
+            self.used_bytes -= self._size(old)
+        del table[src]
+        table[dst] = obj
+
+    # ------------------------------------------------------------ typed puts
+    def put_tensor(self, key: str, tensor: StoredTensor) -> None:
+        self._set(self.tensors, key, tensor)
+
+    def put_dataset(self, name: str, dataset: StoredDataset) -> None:
+        self._set(self.datasets, name, dataset)
+
+    def append_to_list(self, name: str, item: str) -> int:
+        """Append a dataset name; returns the list's new length."""
+        self.reserve(len(item))
+        self.lists.setdefault(name, []).append(item)
+        self.used_bytes += len(item)
+        return len(self.lists[name])
+
+    def list_range(self, name: str, start: int, end: int) -> list[str]:
+        """Items ``start..end`` inclusive, negative indices counting from the end (Redis LRANGE)."""
+        items = self.lists.get(name, [])
+        n = len(items)
+        start = max(start + n if start < 0 else start, 0)
+        end = end + n if end < 0 else end
+        return items[start:min(end, n - 1) + 1] if start <= end else []
+
+
+_NAMES = {Kind.TENSOR: "tensor", Kind.DATASET: "dataset", Kind.LIST: "list"}

@@ -1,0 +1,148 @@
+"""The client's side of the wire: one :class:`ServerConnection` per process, shared by every
+``Client`` in it. Sends a request (header, then payload by point-to-point or through the shard's
+one-sided window), and receives the reply tagged with the request's ``seq``."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bootstrap import Link, release
+from .errors import ProtocolError, ServerUnreachableError, error_for_status
+from .mpienv import mpi
+from .protocol import (
+    FLAG_RMA,
+    REPLY_MAGIC,
+    REQUEST_MAGIC,
+    RMA_MIN_BYTES,
+    SEQ_MAX,
+    SEQ_MIN,
+    TAG_PAYLOAD,
+    TAG_REQUEST,
+    Header,
+    Op,
+    Status,
+    pack_message,
+    unpack_message,
+)
+
+#: Modes whose large payloads go through the one-sided window; within one MPMD world
+#: point-to-point is as fast (see docs/performance.md).
+RMA_MODES = {"connect", "spawn"}
+
+
+@dataclass
+class PendingReply:
+    """A sent request whose reply has not been read yet (see ``ServerConnection.start``)."""
+
+    shard: int
+    seq: int
+
+
+class ServerConnection:
+    """The link from this process to every shard; thread-safe (requests are serialized)."""
+
+    def __init__(self, link: Link, mode: str, app_comm: Any) -> None:
+        self.MPI = mpi()
+        self.link = link
+        self.mode = mode
+        self.app_comm = app_comm
+        self.nshards = link.inter.Get_remote_size()
+        self.rank = link.inter.Get_rank()
+        self.rma = mode in RMA_MODES and link.slot_bytes > 0
+        self.lock = threading.RLock()
+        self._seqs = itertools.cycle(range(SEQ_MIN, SEQ_MAX + 1))
+        self.closed = False
+        self._status = self.MPI.Status()
+
+    # ------------------------------------------------------------ requests
+    def _use_rma(self, payload: list[np.ndarray]) -> bool:
+        return (self.rma and len(payload) == 1
+                and RMA_MIN_BYTES <= payload[0].nbytes <= self.link.slot_bytes)
+
+    def start(self, shard: int, op: Op, fields: list[bytes],
+              payload: list[np.ndarray] = (), rma_get: bool = False) -> PendingReply:
+        """Send a request; the reply is read later with :meth:`finish`."""
+        if self.closed:
+            raise ServerUnreachableError("this process has already said goodbye to the servers")
+        inter = self.link.inter
+        nbytes = sum(int(p.nbytes) for p in payload)
+        flags = 0
+        with self.lock:
+            seq = next(self._seqs)
+            if self._use_rma(payload):
+                self._window_put(shard, payload)
+                payload, flags = [], FLAG_RMA
+            elif rma_get and self.rma:
+                flags = FLAG_RMA
+            head = pack_message(REQUEST_MAGIC, op, seq, fields, nbytes, flags)
+            inter.Send(np.frombuffer(head, np.uint8), shard, TAG_REQUEST)
+            for part in payload:
+                if part.nbytes:
+                    inter.Send(part, shard, TAG_PAYLOAD)
+        return PendingReply(shard, seq)
+
+    def finish(self, pending: PendingReply) -> tuple[Header, list[memoryview]]:
+        """Receive the reply header; raises the typed error for a non-OK status. The caller then
+        reads any payload with :meth:`receive_payload`."""
+        inter, status = self.link.inter, self.MPI.Status()
+        msg = inter.Mprobe(pending.shard, pending.seq, status)
+        buf = np.empty(status.Get_count(self.MPI.BYTE), np.uint8)
+        msg.Recv(buf)
+        header, fields = unpack_message(buf, REPLY_MAGIC)
+        if header.code != Status.OK:
+            text = bytes(fields[0]).decode(errors="replace") if fields else "no message"
+            raise error_for_status(header.code, text)
+        return header, fields
+
+    def receive_payload(self, pending: PendingReply, header: Header, targets: list[np.ndarray]) -> None:
+        """Receive the reply's payload parts into ``targets`` (contiguous, the announced sizes)."""
+        parts = [t for t in targets if t.nbytes]
+        if sum(t.nbytes for t in parts) != header.payload_nbytes:
+            raise ProtocolError("reply payload size does not match its descriptors")
+        if header.flags & FLAG_RMA:
+            self._window_get(pending.shard, parts)
+            return
+        for t in parts:
+            self.link.inter.Recv(t, pending.shard, pending.seq)
+
+    def request(self, shard: int, op: Op, fields: list[bytes],
+                payload: list[np.ndarray] = ()) -> list[memoryview]:
+        """A request without a reply payload: send, wait, return the reply's fields."""
+        return self.finish(self.start(shard, op, fields, payload))[1]
+
+    # ------------------------------------------------------------ one-sided
+    def _slot(self) -> int:
+        return self.rank * self.link.slot_bytes
+
+    def _window_put(self, shard: int, parts: list[np.ndarray]) -> None:
+        win, off = self.link.window, self._slot()
+        win.Lock(shard, self.MPI.LOCK_SHARED)
+        for p in parts:
+            if p.nbytes:
+                win.Put(p, shard, (off, p.nbytes, self.MPI.BYTE))
+                off += p.nbytes
+        win.Unlock(shard)
+
+    def _window_get(self, shard: int, parts: list[np.ndarray]) -> None:
+        win, off = self.link.window, self._slot()
+        win.Lock(shard, self.MPI.LOCK_SHARED)
+        for p in parts:
+            win.Get(p, shard, (off, p.nbytes, self.MPI.BYTE))
+            off += p.nbytes
+        win.Unlock(shard)
+
+    # ------------------------------------------------------------ goodbye
+    def close(self) -> None:
+        """Say goodbye to every shard, then release the link (collective over this job)."""
+        with self.lock:
+            if self.closed:
+                return
+            for shard in range(self.nshards):
+                self.request(shard, Op.BYE, [])
+            self.closed = True
+            release(self.link, disconnect=self.mode == "connect")
