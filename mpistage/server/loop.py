@@ -7,6 +7,7 @@ error reply. New jobs are accepted, and finished ones disconnected, on helper th
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import threading
 import time
@@ -129,7 +130,7 @@ class ProgressLoop:
                 if time.monotonic() > deadline:
                     raise ProtocolError(f"payload of {nbytes} bytes announced, {got} arrived "
                                         f"within {self.payload_timeout} s")
-                time.sleep(0)
+                os.sched_yield()
                 continue
             buf = np.empty(status.Get_count(self.MPI.BYTE), np.uint8)
             msg.Recv(buf)
@@ -224,7 +225,7 @@ class ProgressLoop:
                 sleep = 0.0
                 continue
             if time.monotonic() - last_busy < SPIN_SECONDS:
-                time.sleep(0)
+                os.sched_yield()
             else:
                 sleep = min(MAX_SLEEP, max(sleep * 2, 20e-6))
                 time.sleep(sleep)
