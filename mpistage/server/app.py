@@ -112,7 +112,7 @@ class ShardServer:
     def serve(self) -> None:
         if self.split.remote is not None:
             link = setup_server_side(self.split.remote, self.args.rma_slot)
-            self.loop.add_link(ClientLink(link, "mpmd"))
+            self.loop.add_link(ClientLink.of(link, "mpmd"))
         address = self.args.address
         if address is None and self.split.remote is None:
             raise SystemExit("mpistage-server: no client ranks in this job and no --address "

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +62,7 @@ class ProgressLoop:
         self.payload_timeout = payload_timeout
         self.links: list[ClientLink] = []
         self.new_links: collections.deque[ClientLink] = collections.deque()
-        self.deferred: collections.deque[tuple[Request, Reply]] = collections.deque()
+        self.soon: collections.deque[Callable[[], None]] = collections.deque()
         self.pending_sends: list[tuple[Any, list[Any]]] = []
         self.stats = LoopStats()
         self.stopping = False
@@ -98,7 +99,7 @@ class ProgressLoop:
         nbytes = sum(int(p.nbytes) for p in rep.payload)
         flags = 0
         if (link is not None and req.header.flags & FLAG_RMA and len(rep.payload) == 1
-                and RMA_MIN_BYTES <= nbytes <= link.link.slot_bytes):
+                and RMA_MIN_BYTES <= nbytes <= link.slot_bytes):
             link.slot(req.source)[:nbytes] = rep.payload[0].reshape(-1).view(np.uint8)
             rep.payload, flags = [], FLAG_RMA
         head = pack_message(REPLY_MAGIC, rep.status, req.header.seq, rep.fields, nbytes, flags)
@@ -108,9 +109,14 @@ class ProgressLoop:
         reqs = [req.comm.Isend(b, req.source, req.header.seq) for b in bufs]
         self.pending_sends.append((reqs, bufs))
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop's thread at its next turn (thread-safe): how work done on other
+        threads touches the store or sends replies."""
+        self.soon.append(fn)
+
     def defer(self, req: Request, rep: Reply) -> None:
-        """Queue a reply computed on another thread; the loop sends it (thread-safe)."""
-        self.deferred.append((req, rep))
+        """Send a reply computed on another thread (thread-safe)."""
+        self.call_soon(lambda: self.reply(req, rep))
 
     def _progress_sends(self) -> None:
         if self.pending_sends:
@@ -142,9 +148,9 @@ class ProgressLoop:
 
     @staticmethod
     def _read_slot(link: ClientLink, source: int, nbytes: int) -> np.ndarray:
-        if not 0 < nbytes <= link.link.slot_bytes:
+        if nbytes > link.slot_bytes:
             raise ProtocolError(f"a one-sided payload of {nbytes} bytes does not fit the "
-                                f"{link.link.slot_bytes}-byte window slot")
+                                f"{link.slot_bytes}-byte window slot")
         return link.slot(source)[:nbytes].copy()
 
     def _handle(self, link: ClientLink, source: int, raw: np.ndarray) -> None:
@@ -161,7 +167,7 @@ class ProgressLoop:
         try:
             if not SEQ_MIN <= header.seq <= SEQ_MAX:
                 raise ProtocolError(f"seq {header.seq} is outside {SEQ_MIN}..{SEQ_MAX}")
-            if header.flags & FLAG_RMA:
+            if header.flags & FLAG_RMA and header.payload_nbytes:
                 req.payload = [self._read_slot(link, source, header.payload_nbytes)]
             else:
                 req.payload = self._receive_payload(link, source, header.payload_nbytes)
@@ -185,8 +191,8 @@ class ProgressLoop:
         busy = False
         while self.new_links:
             self.add_link(self.new_links.popleft())
-        while self.deferred:
-            self.reply(*self.deferred.popleft())
+        while self.soon:
+            self.soon.popleft()()
             busy = True
         status = self._status
         for link in list(self.links):

@@ -14,19 +14,25 @@ from ..mpienv import mpi
 
 @dataclass
 class ClientLink:
-    """One client job as a server rank sees it."""
+    """One client job as a server rank sees it; or, with mode "peer" and no ``link``, the other
+    server ranks (engine traffic uses the same requests over a server communicator)."""
 
-    link: Link
-    mode: str  # "mpmd", "connect" or "spawn"
+    comm: Any
+    mode: str  # "mpmd", "connect", "spawn" or "peer"
+    link: Link | None = None
     byes: set[int] = field(default_factory=set)
 
-    @property
-    def comm(self) -> Any:
-        return self.link.inter
+    @classmethod
+    def of(cls, link: Link, mode: str) -> ClientLink:
+        return cls(link.inter, mode, link)
 
     @property
     def nclients(self) -> int:
-        return self.link.inter.Get_remote_size()
+        return self.comm.Get_remote_size() if self.link else self.comm.Get_size()
+
+    @property
+    def slot_bytes(self) -> int:
+        return self.link.slot_bytes if self.link else 0
 
     def goodbye(self, rank: int) -> bool:
         """Record that client ``rank`` is done; True once every rank of the job is."""
@@ -40,7 +46,8 @@ class ClientLink:
         return memory[rank * size:(rank + 1) * size]
 
     def free(self) -> None:
-        release(self.link, disconnect=self.mode == "connect")
+        if self.link is not None:
+            release(self.link, disconnect=self.mode == "connect")
 
 
 def accept_links(accept_comm: Any, port: str, slot_bytes: int,
@@ -53,7 +60,7 @@ def accept_links(accept_comm: Any, port: str, slot_bytes: int,
         if link is None:
             inter.Disconnect()
             return
-        out.append(ClientLink(link, "connect"))
+        out.append(ClientLink.of(link, "connect"))
 
 
 def stop_accepting(accept_comm: Any, port: str) -> None:

@@ -1,0 +1,176 @@
+"""``mpistage``: start and stop servers, launch jobs with the right Open MPI settings, inspect.
+
+    mpistage launch --servers 2 -n 4 -- python app.py     # one MPMD job: servers + application
+    mpistage start --shards 2 --dir run/                   # servers on their own (connect mode)
+    mpistage run --dir run/ -n 4 -- python app.py          # a client job that connects to them
+    mpistage info --dir run/                               # per-shard statistics
+    mpistage stop --dir run/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .mpienv import apply_defaults
+
+URI_FILE = "ompi-server.uri"
+ADDRESS_FILE = "address"
+PIDS_FILE = "pids.json"
+
+
+def mpi_environ() -> dict[str, str]:
+    """This process's environment with the Open MPI defaults mpistage needs."""
+    return apply_defaults(dict(os.environ))
+
+
+def server_command() -> list[str]:
+    exe = shutil.which("mpistage-server", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "mpistage.server"]
+
+
+def _strip_dashes(cmd: list[str]) -> list[str]:
+    return cmd[1:] if cmd and cmd[0] == "--" else cmd
+
+
+def _wait_for(path: Path, seconds: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.stat().st_size > 0):
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"mpistage: process exited with {proc.returncode} before writing {path}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"mpistage: {path} did not appear within {seconds} s")
+        time.sleep(0.05)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """One MPMD job: server ranks first, then the application."""
+    cmd = ["mpiexec", "-n", str(args.servers), *server_command(), *args.server_args.split(),
+           ":", "-n", str(args.n), *_strip_dashes(args.command)]
+    return subprocess.call(cmd, env=mpi_environ())
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Start ompi-server and the server ranks in the background; write DIR/address."""
+    run_dir = Path(args.dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    uri, address = run_dir / URI_FILE, run_dir / ADDRESS_FILE
+    for stale in (uri, address):
+        stale.unlink(missing_ok=True)
+    env = mpi_environ()
+    log = open(run_dir / "ompi-server.log", "w")
+    ompi = subprocess.Popen(["ompi-server", "--no-daemonize", "--report-uri", str(uri)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    _wait_for(uri, 30, ompi)
+    server_log = open(run_dir / "server.log", "w")
+    servers = subprocess.Popen(
+        ["mpiexec", "--ompi-server", f"file:{uri}", "-n", str(args.shards), *server_command(),
+         "--address", str(address), "--ompi-server-uri", str(uri), *args.server_args.split()],
+        stdout=server_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (run_dir / PIDS_FILE).write_text(json.dumps({"ompi_server": ompi.pid, "servers": servers.pid}))
+    try:
+        _wait_for(address, args.timeout, servers)
+    except SystemExit:
+        _stop_pids(run_dir)
+        print((run_dir / "server.log").read_text(), file=sys.stderr)
+        raise
+    print(f"export MPISTAGE_ADDRESS={address}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """A client job (mpiexec) that can connect to the servers started with ``start``."""
+    run_dir = Path(args.dir).resolve()
+    env = mpi_environ()
+    env["MPISTAGE_ADDRESS"] = str(run_dir / ADDRESS_FILE)
+    cmd = ["mpiexec", "--ompi-server", f"file:{run_dir / URI_FILE}", "-x", "MPISTAGE_ADDRESS",
+           "-n", str(args.n), *_strip_dashes(args.command)]
+    return subprocess.call(cmd, env=env)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_pids(run_dir: Path, grace: float = 10.0) -> None:
+    pids_path = run_dir / PIDS_FILE
+    if not pids_path.exists():
+        return
+    pids = json.loads(pids_path.read_text())
+    for name in ("servers", "ompi_server"):
+        pid = pids[name]
+        if not _alive(pid):
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    pids_path.unlink(missing_ok=True)
+    (run_dir / ADDRESS_FILE).unlink(missing_ok=True)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """SIGTERM the servers (they snapshot if configured and exit), then ompi-server."""
+    _stop_pids(Path(args.dir).resolve(), args.timeout)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    for shard in Client(address=str(Path(args.dir).resolve() / ADDRESS_FILE)).get_server_info():
+        print(json.dumps(shard))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mpistage", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("launch", help="run servers and an application as one MPMD job")
+    s.add_argument("--servers", type=int, default=1)
+    s.add_argument("-n", type=int, default=1, help="application ranks")
+    s.add_argument("--server-args", default="", help="options for mpistage-server, quoted")
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_launch)
+    s = sub.add_parser("start", help="start servers for client jobs to connect to")
+    s.add_argument("--shards", type=int, default=1)
+    s.add_argument("--dir", default="mpistage-run")
+    s.add_argument("--server-args", default="", help="options for mpistage-server, quoted")
+    s.add_argument("--timeout", type=float, default=60)
+    s.set_defaults(fn=cmd_start)
+    s = sub.add_parser("run", help="run a client job connected to started servers")
+    s.add_argument("--dir", default="mpistage-run")
+    s.add_argument("-n", type=int, default=1)
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_run)
+    s = sub.add_parser("stop", help="stop started servers")
+    s.add_argument("--dir", default="mpistage-run")
+    s.add_argument("--timeout", type=float, default=20)
+    s.set_defaults(fn=cmd_stop)
+    s = sub.add_parser("info", help="print each shard's statistics")
+    s.add_argument("--dir", default="mpistage-run")
+    s.set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.fn(args))
