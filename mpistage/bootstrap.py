@@ -10,9 +10,12 @@ Every mode ends in the same thing: an intercommunicator whose remote rank ``i`` 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,8 +118,26 @@ def prepare_singleton(address: Address) -> None:
         os.environ.setdefault("OMPI_MCA_pmix_server_uri", f"file:{address.ompi_server_uri}")
 
 
+@contextmanager
+def connect_lock(address_path: str | os.PathLike[str], comm: Any) -> Iterator[None]:
+    """Held by the connecting job's rank 0 from ``MPI_Comm_connect`` to the end of session setup.
+
+    Open MPI 4.1 pairs up two jobs that connect to one port at the same moment wrongly (both
+    hang), so connections are serialized with ``flock`` on ``<address>.lock`` next to the file."""
+    if comm.Get_rank() != 0:
+        yield
+        return
+    with open(f"{address_path}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def connect(address: Address, comm: Any) -> Any:
-    """Collective over ``comm``: connect to the servers' port; returns the intercommunicator."""
+    """Collective over ``comm``: connect to the servers' port; returns the intercommunicator.
+    Call it inside :func:`connect_lock`."""
     MPI = mpi()
     try:
         inter = comm.Connect(address.port, MPI.INFO_NULL, 0)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .client_engine import EngineClientMixin
 from .dataset import Dataset
 from .errors import BadArgumentError, KeyNotFoundError
 from .process_link import get_connection
@@ -35,7 +36,7 @@ def _i64(value: int) -> bytes:
     return int(value).to_bytes(8, "little", signed=True)
 
 
-class Client:
+class Client(EngineClientMixin):
     """A connection to the mpistage servers.
 
     ``Client()`` finds the servers by itself in an MPMD job; otherwise give ``address`` (a

@@ -12,6 +12,7 @@ from .bootstrap import (
     ADDRESS_ENV,
     ROLE_APP,
     connect,
+    connect_lock,
     is_mpmd_app,
     prepare_singleton,
     read_address,
@@ -36,7 +37,8 @@ def _open(address: str | None, comm: Any) -> ServerConnection:
         prepare_singleton(addr)
         MPI = mpi()
         comm = comm if comm is not None else MPI.COMM_WORLD
-        link = setup_client_side(connect(addr, comm))
+        with connect_lock(address, comm):
+            link = setup_client_side(connect(addr, comm))
         return ServerConnection(link, "connect", comm)
     MPI = mpi()
     if not is_mpmd_app():

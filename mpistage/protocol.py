@@ -221,7 +221,8 @@ def describe(array: np.ndarray) -> tuple[TensorDesc, np.ndarray]:
         array = array.astype(dt.newbyteorder("<"))
     if array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous:
         return TensorDesc(array.dtype, array.shape, ORDER_F), array
-    array = np.ascontiguousarray(array)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
     return TensorDesc(array.dtype, array.shape, ORDER_C), array
 
 

@@ -99,6 +99,10 @@ class ServerConnection:
             raise error_for_status(header.code, text)
         return header, fields
 
+    def test(self, pending: PendingReply) -> bool:
+        """True when the reply to ``pending`` has arrived (:meth:`finish` will not wait)."""
+        return bool(self.link.inter.Iprobe(pending.shard, pending.seq))
+
     def receive_payload(self, pending: PendingReply, header: Header, targets: list[np.ndarray]) -> None:
         """Receive the reply's payload parts into ``targets`` (contiguous, the announced sizes)."""
         parts = [t for t in targets if t.nbytes]

@@ -15,6 +15,7 @@ from ..errors import BadArgumentError
 from ..mpienv import mpi
 from ..protocol import PROTOCOL_VERSION, Op, Status
 from ..store import ShardStore
+from .engine import InferenceEngine
 from .handlers import Reply, Request, StoreHandlers, info_reply
 from .loop import ProgressLoop
 from .session import ClientLink
@@ -65,6 +66,14 @@ class ShardServer:
         handlers = StoreHandlers(self.store).table()
         handlers.update({Op.INFO: self.info, Op.SAVE: self.save, Op.SHUTDOWN: self.shutdown})
         self.loop = ProgressLoop(self.shard, self.nshards, handlers, args.payload_timeout)
+        # Engine traffic between shards: the same requests, on a communicator of the servers.
+        peer = self.comm.Dup()
+        self.loop.add_link(ClientLink(peer, "peer"))
+        node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        self.engine = InferenceEngine(self.store, self.loop, peer, self.shard, self.nshards,
+                                      local_rank=node.Get_rank())
+        node.Free()
+        handlers.update(self.engine.table(handlers))
         self.port: str | None = None
         self.accept_comm: Any = None
         self.started = time.time()
@@ -77,7 +86,8 @@ class ShardServer:
             "tensors": len(s.tensors), "datasets": len(s.datasets), "lists": len(s.lists),
             "bytes_used": s.used_bytes, "max_bytes": s.max_bytes,
             "requests": self.loop.stats.requests, "errors": self.loop.stats.errors,
-            "client_jobs": len(self.loop.links), "uptime_s": round(time.time() - self.started, 3),
+            "client_jobs": sum(link.mode != "peer" for link in self.loop.links),
+            "uptime_s": round(time.time() - self.started, 3), "engine": self.engine.stats(),
         })
 
     def save(self, req: Request) -> Reply | None:
@@ -126,6 +136,7 @@ class ShardServer:
         finally:
             if self.args.snapshot is not None:
                 write_snapshot(self.store, self.args.snapshot, self.shard, self.nshards)
+            self.engine.close()
             self.loop.shutdown_links(self.accept_comm, self.port)
             if self.shard == 0 and self.port is not None:
                 self.MPI.Close_port(self.port)

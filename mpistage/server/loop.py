@@ -89,7 +89,7 @@ class ProgressLoop:
         t = threading.Thread(target=link.free, name="mpistage-release", daemon=True)
         t.start()
         self._threads.append(t)
-        if self.stop_when_idle_links and not self.links:
+        if self.stop_when_idle_links and all(lk.mode == "peer" for lk in self.links):
             self.stopping = True
 
     # ------------------------------------------------------------ replies
