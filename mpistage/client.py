@@ -281,9 +281,11 @@ class Client(EngineClientMixin):
         return [bytes(self._conn.request(s, Op.SAVE, [])[0]).decode() for s in range(self._conn.nshards)]
 
     def shutdown_servers(self) -> None:
-        """Ask every shard to stop (after answering what it already received)."""
+        """Ask every shard to stop, then say goodbye: the servers stop accepting jobs and exit
+        once every connected job (this one included) has said goodbye."""
         for s in range(self._conn.nshards):
             self._conn.request(s, Op.SHUTDOWN, [])
+        self._conn.close()
 
     # ------------------------------------------------------------ ensembles (SmartRedis names)
     def set_data_source(self, source_id: str) -> None:

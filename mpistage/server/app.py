@@ -105,7 +105,8 @@ class ShardServer:
         return None
 
     def shutdown(self, _req: Request) -> Reply:
-        self.loop.stopping = True
+        """Stop once every connected job has said goodbye (the requester says it right after)."""
+        self.loop.stop_when_idle_links = True
         return Reply()
 
     # ------------------------------------------------------------ lifetime

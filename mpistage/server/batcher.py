@@ -32,7 +32,7 @@ class BatchPolicy:
     min_batch_timeout_ms: int = 0
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity (their inputs are tensors)
 class Job:
     """One RUN_MODEL or RUN_SCRIPT request waiting in the engine.
 

@@ -26,6 +26,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -597,15 +598,27 @@ class InferenceEngine:
     # ------------------------------------------------------------ the worker thread
     def _work(self) -> None:
         while True:
-            with self._cond:
-                while True:
-                    if self._stopping:
-                        return
-                    task, wait = self._next_task(time.monotonic())
-                    if task is not None:
-                        break
-                    self._cond.wait(wait)
-            task()
+            try:
+                with self._cond:
+                    while True:
+                        if self._stopping:
+                            return
+                        task, wait = self._next_task(time.monotonic())
+                        if task is not None:
+                            break
+                        self._cond.wait(wait)
+                task()
+            except Exception as exc:  # a bug: fail what waits, report it, keep serving
+                traceback.print_exc()
+                self._fail_waiting(exc)
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        with self._cond:
+            jobs = [j for q in self.queues.values() for j in q.drain()]
+            jobs += [j for j, _, _ in self.script_jobs]
+            self.script_jobs.clear()
+        for job in jobs:
+            job.finish(None, exc)
 
     def _next_task(self, now: float) -> tuple[Callable[[], None] | None, float | None]:
         """The oldest runnable work (a model batch or a script call), under the lock."""

@@ -80,7 +80,7 @@ class ProgressLoop:
                              args=(accept_comm, port, window_bytes, self.new_links),
                              name="mpistage-accept", daemon=True)
         t.start()
-        self._threads.append(t)
+        self._accept_thread = t
 
     def _retire(self, link: ClientLink) -> None:
         """Every rank of the link's job said goodbye: release it on a helper thread, since the
@@ -245,12 +245,13 @@ class ProgressLoop:
 
     def shutdown_links(self, accept_comm: Any | None, port: str | None) -> None:
         """Stop accepting, and release every link (after the loop has ended)."""
+        for t in self._threads:  # releases first: Open MPI must not run two of these at once
+            t.join(timeout=10)
         if accept_comm is not None and port is not None:
             stop_accepting(accept_comm, port)
-        for t in self._threads:
-            t.join(timeout=10)
-        for link in self.links:
-            link.free()
+            self._accept_thread.join(timeout=10)
+        # Links still open belong to jobs that did not say goodbye (a shutdown request or SIGTERM
+        # came first): releasing them is collective with those jobs, so they are left as they are.
         self.links.clear()
 
 

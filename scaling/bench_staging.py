@@ -1,0 +1,200 @@
+"""Staging benchmark: put / get / unpack latency (p50, p99) and bandwidth through the servers, for
+several sizes, client counts, shard counts and both modes, against raw MPI measured in the same run.
+
+    .venv/bin/python scaling/bench_staging.py [--quick] [--out scaling/results/staging.json]
+
+The baseline is a 2-rank mpi4py job in one world: an N-byte message answered by an 8-byte one
+(what a put or get must at least do), and a one-sided ``MPI_Get`` of N bytes from a window made
+with ``Win.Allocate`` (lock shared + get + unlock). The ratio column is baseline time / mpistage
+time for the same size (1.0 = as fast as raw MPI). Each case prints one row and adds one JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = {"8B": 8, "4KiB": 4 << 10, "48KiB": 48 << 10, "602KiB": 224 * 224 * 3 * 4,
+         "4MiB": 4 << 20, "16MiB": 16 << 20}
+HERE = Path(__file__).resolve()
+
+
+def iterations(nbytes: int, quick: bool) -> int:
+    n = 2000 if nbytes <= 4096 else 400 if nbytes <= 65536 else 60 if nbytes <= 1 << 20 else 15
+    return max(5, n // 4) if quick else n
+
+
+def summarize(times: np.ndarray, nbytes: int) -> dict[str, float]:
+    p50, p99 = np.percentile(times, [50, 99])
+    return {"count": int(times.size), "p50_us": round(p50 * 1e6, 2), "p99_us": round(p99 * 1e6, 2),
+            "ops_per_s": round(1 / times.mean(), 1), "mb_per_s": round(nbytes / p50 / 1e6, 1)}
+
+
+# ------------------------------------------------------------------ roles (run under mpiexec)
+
+def role_baseline(args: argparse.Namespace) -> None:
+    from mpistage.mpienv import mpi
+
+    MPI = mpi()
+    w = MPI.COMM_WORLD
+    rank = w.Get_rank()
+    ack = np.zeros(8, np.uint8)
+    records = []
+    win = MPI.Win.Allocate(max(SIZES.values()) if rank == 1 else 0, 1, MPI.INFO_NULL, w)
+    for label, n in SIZES.items():
+        buf = np.ones(n, np.uint8)
+        k = iterations(n, args.quick)
+        times = np.empty(k)
+        w.Barrier()
+        for i in range(k + 3):
+            t0 = time.perf_counter()
+            if rank == 0:
+                w.Send(buf, 1, 1)
+                w.Recv(ack, 1, 2)
+            else:
+                w.Recv(buf, 0, 1)
+                w.Send(ack, 0, 2)
+            if i >= 3:
+                times[i - 3] = time.perf_counter() - t0
+        if rank == 0:
+            records.append({"operation": "raw_p2p", "size": label, "bytes": n, **summarize(times, n)})
+        for i in range(k + 3):
+            t0 = time.perf_counter()
+            if rank == 0:
+                win.Lock(1, MPI.LOCK_SHARED)
+                win.Get(buf, 1, (0, n, MPI.BYTE))
+                win.Unlock(1)
+            if i >= 3:
+                times[i - 3] = time.perf_counter() - t0
+        w.Barrier()
+        if rank == 0:
+            records.append({"operation": "raw_rma_get", "size": label, "bytes": n, **summarize(times, n)})
+    win.Free()
+    if rank == 0:
+        Path(args.out).write_text(json.dumps(records))
+
+
+def role_client(args: argparse.Namespace) -> None:
+    import mpistage
+
+    client = mpistage.Client()
+    comm = mpistage.app_comm()
+    rank = comm.Get_rank()
+    records = []
+    for label, n in SIZES.items():
+        data = np.ones(n, np.uint8)
+        out = np.empty_like(data)
+        key = f"bench.{rank}.{label}"
+        client.put_tensor(key, data)
+        k = iterations(n, args.quick)
+        for op, call in (("put", lambda k=key, d=data: client.put_tensor(k, d)),
+                         ("get", lambda k=key: client.get_tensor(k)),
+                         ("unpack", lambda k=key, o=out: client.unpack_tensor(k, o))):
+            times = np.empty(k)
+            comm.Barrier()
+            for i in range(k + 3):
+                t0 = time.perf_counter()
+                call()
+                if i >= 3:
+                    times[i - 3] = time.perf_counter() - t0
+            all_times = comm.gather(times, root=0)
+            if rank == 0:
+                records.append({"operation": op, "size": label, "bytes": n,
+                                **summarize(np.concatenate(all_times), n)})
+                # aggregate throughput: every client moving data at once
+                records[-1]["aggregate_mb_per_s"] = round(
+                    n * len(all_times) / np.median([t.mean() for t in all_times]) / 1e6, 1)
+    if rank == 0:
+        Path(args.out).write_text(json.dumps(records))
+
+
+# ------------------------------------------------------------------ driver
+
+def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> None:
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, start_new_session=True)
+    if proc.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}")
+
+
+def drive(args: argparse.Namespace) -> None:
+    from mpistage.cli import mpi_environ
+
+    env = mpi_environ()
+    py = sys.executable
+    mpistage_cli = [py, "-m", "mpistage.cli"]
+    quick = ["--quick"] if args.quick else []
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "baseline.json"
+        run(["mpiexec", "-n", "2", py, str(HERE), "--role", "baseline", "--out", str(base), *quick], env)
+        baseline = {(r["operation"], r["size"]): r for r in json.loads(base.read_text())}
+        for mode in args.modes:
+            for shards in args.shards:
+                for clients in args.clients:
+                    out = Path(tmp) / f"{mode}-{shards}-{clients}.json"
+                    role = [py, str(HERE), "--role", "client", "--out", str(out), *quick]
+                    if mode == "mpmd":
+                        run([*mpistage_cli, "launch", "--servers", str(shards), "-n", str(clients), "--", *role],
+                            env)
+                    else:
+                        run_dir = Path(tmp) / f"run-{shards}-{clients}"
+                        run([*mpistage_cli, "start", "--shards", str(shards), "--dir", str(run_dir)], env)
+                        try:
+                            run([*mpistage_cli, "run", "--dir", str(run_dir), "-n", str(clients), "--", *role], env)
+                        finally:
+                            run([*mpistage_cli, "stop", "--dir", str(run_dir)], env)
+                    for rec in json.loads(out.read_text()):
+                        raw = baseline[("raw_rma_get" if mode != "mpmd" and rec["bytes"] >= 256 << 10
+                                        else "raw_p2p", rec["size"])]
+                        rec.update(mode=mode, shards=shards, clients=clients, baseline=raw["operation"],
+                                   baseline_p50_us=raw["p50_us"],
+                                   ratio_to_raw=round(raw["p50_us"] / rec["p50_us"], 3))
+                        results.append(rec)
+                        print_row(rec)
+    for rec in baseline.values():
+        results.append({**rec, "mode": "raw", "shards": 0, "clients": 1})
+    print("\nbaseline (2 ranks, one world):")
+    for rec in baseline.values():
+        print(f"  {rec['operation']:12s} {rec['size']:>7s} p50 {rec['p50_us']:10.2f} us  {rec['mb_per_s']:9.1f} MB/s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {len(results)} records to {args.out}")
+
+
+HEADER = (f"{'mode':8s}{'shards':>7s}{'clients':>8s}  {'op':7s}{'size':>7s}{'p50 us':>11s}{'p99 us':>11s}"
+          f"{'MB/s':>9s}{'raw p50':>10s}{'ratio':>7s}")
+
+
+def print_row(rec: dict) -> None:
+    if not getattr(print_row, "done", False):
+        print(HEADER)
+        print_row.done = True
+    print(f"{rec['mode']:8s}{rec['shards']:>7d}{rec['clients']:>8d}  {rec['operation']:7s}{rec['size']:>7s}"
+          f"{rec['p50_us']:>11.2f}{rec['p99_us']:>11.2f}{rec['mb_per_s']:>9.1f}{rec['baseline_p50_us']:>10.2f}"
+          f"{rec['ratio_to_raw']:>7.2f}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--role", choices=["driver", "baseline", "client"], default="driver")
+    p.add_argument("--out", default=str(HERE.parent / "results" / "staging.json"))
+    p.add_argument("--quick", action="store_true", help="fewer iterations")
+    p.add_argument("--modes", nargs="+", default=["mpmd", "connect"])
+    p.add_argument("--shards", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4])
+    args = p.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    {"driver": drive, "baseline": role_baseline, "client": role_client}[args.role](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The Fortran client (fortran/, docs/fortran.md) against Python server ranks.
+
+Fortran test programs under mpiexec, in MPMD and in connect mode; values put from Fortran are
+checked with numpy in Python (fortran/tests/checker.py) and the other way round. Every mpiexec
+runs in its own process group under a timeout and is killed whole when it runs over.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpistage.mpienv import apply_defaults
+
+ROOT = Path(__file__).resolve().parent.parent
+FORTRAN = ROOT / "fortran"
+BUILD = FORTRAN / "build"
+PY = sys.executable
+BIN = Path(PY).parent
+SERVER = [str(BIN / "mpistage-server")] if (BIN / "mpistage-server").exists() else [PY, "-m", "mpistage.server"]
+MPISTAGE = [str(BIN / "mpistage")] if (BIN / "mpistage").exists() else [PY, "-m", "mpistage.cli"]
+TIMEOUT = 120
+
+pytestmark = pytest.mark.skipif(shutil.which("mpif90") is None or shutil.which("mpiexec") is None,
+                                reason="needs mpif90 and mpiexec (Open MPI + gfortran)")
+
+
+def env() -> dict[str, str]:
+    e = apply_defaults(dict(os.environ))
+    e.pop("MPISTAGE_ADDRESS", None)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return e
+
+
+def run(cmd: list[str], cwd: Path | None = None, timeout: float = TIMEOUT,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run cmd in its own session; on timeout kill its whole process group."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{out[-4000:]}")
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+    if check and proc.returncode != 0:
+        pytest.fail(f"exit {proc.returncode}: {' '.join(cmd)}\n{out[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    run(["make", "-C", str(FORTRAN), "tests"], timeout=300)
+    return BUILD / "tests"
+
+
+@pytest.fixture(scope="module")
+def engine_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A TorchScript script (add_scale, row_sum) and a model (x @ W, W[j, k] = j + 10 k)."""
+    import torch
+
+    d = tmp_path_factory.mktemp("engine")
+    script = d / "script.py"
+    script.write_text("def add_scale(x, y):\n    return x * 2.0 + y\n\n"
+                      "def row_sum(x):\n    return x.sum(dim=1)\n")
+
+    class MatW(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("w", torch.tensor([[j + 10 * k for k in range(2)] for j in range(4)],
+                                                   dtype=torch.float32))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.w
+
+    model = d / "model.pt"
+    torch.jit.save(torch.jit.script(MatW()), str(model))
+    return script, model
+
+
+def test_routing_vectors(built: Path) -> None:
+    """docs/protocol.md section 4: CRC16 / hash slot / shard test vectors, in Fortran."""
+    out = run([str(built / "routing")]).stdout
+    assert "8 test vectors ok" in out
+
+
+def test_mpmd_roundtrip(built: Path, tmp_path: Path) -> None:
+    """One MPMD world: 2 shards, 2 Fortran ranks, 1 Python checker rank. Every type and rank
+    both ways, datasets, lists, errors, copy/rename. The Fortran program never calls
+    MPI_Init/MPI_Finalize; the job ends by itself once every client rank said goodbye."""
+    out = run(["mpiexec", "-n", "2", *SERVER, ":", "-n", "2", str(built / "roundtrip"), "mpmd", ":",
+               "-n", "1", PY, str(FORTRAN / "tests" / "checker.py"), "mpmd", "2"], cwd=tmp_path).stdout
+    assert "PY mpmd: 50 Fortran tensors and datasets checked" in out, out
+    for r in (0, 1):
+        assert f"F{r} mpmd: 181 checks, 0 failures" in out, out
+    assert "FAIL" not in out
+    # missing keys give a non-zero status and a message naming the key
+    assert "error as expected: unpack_tensor of a missing key: tensor 'no_such_key' does not exist" in out
+
+
+def test_connect_roundtrip(built: Path, tmp_path: Path) -> None:
+    """Separately started servers (mpistage start): a Fortran job puts, a Python job checks and
+    puts, a second Fortran job reads everything back."""
+    run_dir = tmp_path / "run"
+    try:
+        run([*MPISTAGE, "start", "--shards", "2", "--dir", str(run_dir)], timeout=90)
+        out = run([*MPISTAGE, "run", "--dir", str(run_dir), "-n", "2", "--", str(built / "roundtrip"), "put"],
+                  cwd=tmp_path).stdout
+        assert "F0 put: 36 checks, 0 failures" in out and "F1 put: 36 checks, 0 failures" in out, out
+        out = run([*MPISTAGE, "run", "--dir", str(run_dir), "-n", "1", "--", PY,
+                   str(FORTRAN / "tests" / "checker.py"), "connect", "2"], cwd=tmp_path).stdout
+        assert "PY connect: 50 Fortran tensors and datasets checked" in out, out
+        out = run([*MPISTAGE, "run", "--dir", str(run_dir), "-n", "2", "--", str(built / "roundtrip"), "get"],
+                  cwd=tmp_path).stdout
+        assert "F0 get: 194 checks, 0 failures" in out and "F1 get: 194 checks, 0 failures" in out, out
+        assert "FAIL" not in out
+    finally:
+        run([*MPISTAGE, "stop", "--dir", str(run_dir)], timeout=60, check=False)
+
+
+def test_engine_from_fortran(built: Path, engine_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """set_script_from_file / set_model_from_file / run_script / run_model(_async) from Fortran,
+    checked against Fortran's own arithmetic (matmul, sum(dim=2))."""
+    script, model = engine_files
+    out = run(["mpiexec", "-n", "2", *SERVER, ":", "-n", "2", str(built / "engine"), str(script), str(model)],
+              cwd=tmp_path).stdout
+    for r in (0, 1):
+        assert f"E{r} engine: 0 failures" in out, out
+    assert "ok: model output == matmul(x, W)" in out and "ok: row_sum values" in out
+
+
+def test_mpistage_config_and_example(built: Path, tmp_path: Path) -> None:
+    """examples/fortran_hello built with mpistage-config's flags, run in MPMD with 4 blocks."""
+    config = f"{PY} -m mpistage.fortran_config"
+    flags = run([PY, "-m", "mpistage.fortran_config", "--fflags", "--flibs"]).stdout
+    assert f"-I{BUILD / 'include'}" in flags and "-lmpistage_f" in flags
+    exe = tmp_path / "hello"
+    run(["make", "-C", str(ROOT / "examples" / "fortran_hello"), f"MPISTAGE_CONFIG={config}", f"BIN={exe}"])
+    out = run(["mpiexec", "-n", "1", *SERVER, ":", "-n", "4", str(exe),
+               str(ROOT / "examples" / "fortran_hello" / "smooth.py")], cwd=tmp_path).stdout
+    assert "fortran_hello: 4 blocks (2 x 2) smoothed on the servers" in out, out
