@@ -110,11 +110,15 @@ def read_address(path: str | os.PathLike[str]) -> Address:
     return address
 
 
+def launched_by_mpiexec() -> bool:
+    """True when ``mpiexec`` started this process (as opposed to a singleton)."""
+    return "OMPI_COMM_WORLD_SIZE" in os.environ or "PMIX_RANK" in os.environ
+
+
 def prepare_singleton(address: Address) -> None:
     """Let a process started without ``mpiexec`` connect: point Open MPI at the ``ompi-server``
     named in the connection file. Only has an effect before MPI is initialized."""
-    launched = "OMPI_COMM_WORLD_SIZE" in os.environ or "PMIX_RANK" in os.environ
-    if address.ompi_server_uri and not launched:
+    if address.ompi_server_uri and not launched_by_mpiexec():
         os.environ.setdefault("OMPI_MCA_pmix_server_uri", f"file:{address.ompi_server_uri}")
 
 

@@ -103,11 +103,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop_pids(run_dir: Path, grace: float = 10.0) -> None:
+def _stop_pids(run_dir: Path, grace: float = 10.0) -> bool:
+    """SIGTERM the servers, then ompi-server; SIGKILL what outlives ``grace``. True if none had to be."""
     pids_path = run_dir / PIDS_FILE
     if not pids_path.exists():
-        return
+        return True
     pids = json.loads(pids_path.read_text())
+    clean = True
     for name in ("servers", "ompi_server"):
         pid = pids[name]
         if not _alive(pid):
@@ -122,14 +124,18 @@ def _stop_pids(run_dir: Path, grace: float = 10.0) -> None:
                 pass
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
+            clean = False
     pids_path.unlink(missing_ok=True)
     (run_dir / ADDRESS_FILE).unlink(missing_ok=True)
+    return clean
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """SIGTERM the servers (they snapshot if configured and exit), then ompi-server."""
-    _stop_pids(Path(args.dir).resolve(), args.timeout)
-    return 0
+    if _stop_pids(Path(args.dir).resolve(), args.timeout):
+        return 0
+    print("mpistage: the servers did not stop on SIGTERM and were killed", file=sys.stderr)
+    return 1
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from .bootstrap import (
     connect,
     connect_lock,
     is_mpmd_app,
+    launched_by_mpiexec,
     prepare_singleton,
     read_address,
     setup_client_side,
@@ -30,8 +31,12 @@ _mpmd_done = False
 
 
 def _open(address: str | None, comm: Any) -> ServerConnection:
-    global _app_comm, _mpmd_done
-    address = address or os.environ.get(ADDRESS_ENV)
+    """Connect when given an address; else join the MPMD world when this program is not the first
+    of an MPMD launch (a stray ``MPISTAGE_ADDRESS`` must not split such a job); else connect
+    to ``$MPISTAGE_ADDRESS``."""
+    global _app_comm
+    if address is None and not (launched_by_mpiexec() and is_mpmd_app()):
+        address = os.environ.get(ADDRESS_ENV)
     if address is not None:
         addr = read_address(address)
         prepare_singleton(addr)
@@ -40,7 +45,6 @@ def _open(address: str | None, comm: Any) -> ServerConnection:
         with connect_lock(address, comm):
             link = setup_client_side(connect(addr, comm))
         return ServerConnection(link, "connect", comm)
-    MPI = mpi()
     if not is_mpmd_app():
         raise ServerUnreachableError(
             "no servers: start this program after the servers in one MPMD job "
@@ -51,7 +55,6 @@ def _open(address: str | None, comm: Any) -> ServerConnection:
     if split.remote is None:
         raise ServerUnreachableError("this MPMD job has no server ranks")
     _app_comm = split.local
-    del MPI
     return ServerConnection(setup_client_side(split.remote), "mpmd", split.local)
 
 

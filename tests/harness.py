@@ -92,4 +92,5 @@ def started_servers(shards: int = 1, server_args: Sequence[str] = (),
         try:
             yield servers
         finally:
-            run([*cli, "stop", "--dir", tmp], timeout, check=False)
+            stopped = run([*cli, "stop", "--dir", tmp], timeout, check=False)
+        assert stopped.returncode == 0, f"servers did not stop cleanly: {stopped.stdout}\n{servers.server_log()}"

@@ -144,7 +144,8 @@ contains
   end subroutine
 
   !> Open the process's connection (collective over the application ranks). Order as in the
-  !> Python client: MPISTAGE_ADDRESS (connect) first, then MPMD (MPI_APPNUM >= 1).
+  !> Python client: MPMD when this program is not the first of an MPMD launch (MPI_APPNUM >= 1),
+  !> so a stray MPISTAGE_ADDRESS cannot split the job; else connect with MPISTAGE_ADDRESS.
   integer(enum_kind) function link_open() result(code)
     character(len=:), allocatable :: address
     integer :: alen, st
@@ -158,35 +159,32 @@ contains
       return
     end if
     call ensure_mpi()
-    call get_environment_variable('MPISTAGE_ADDRESS', length=alen, status=st)
-    if (st == 0 .and. alen > 0) then
-      allocate(character(len=alen) :: address)
-      call get_environment_variable('MPISTAGE_ADDRESS', value=address)
-      code = open_connect(address)
-      if (code /= SRNoError) return
-      call setup_session()
-      call unlock_connect()
-      call register_goodbye()
-      is_open = .true.
-      return
-    else
-      appnum = -1
-      call MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_APPNUM, appnum, flag)
-      if (.not. flag .or. appnum < 1) then
-        call set_error('no servers: start this program after the servers in one MPMD job ' // &
-             '(mpiexec -n 2 mpistage-server : -n 4 ./app), or set MPISTAGE_ADDRESS')
-        code = SRDatabaseError
-        return
-      end if
+    appnum = -1
+    call MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_APPNUM, appnum, flag)
+    if (flag .and. appnum >= 1) then
       if (mpmd_done) then
         call set_error('this rank has already said goodbye to the MPMD servers')
         code = SRDatabaseError
         return
       end if
       code = open_mpmd()
+      if (code /= SRNoError) return
+      call setup_session()
+    else
+      call get_environment_variable('MPISTAGE_ADDRESS', length=alen, status=st)
+      if (st /= 0 .or. alen == 0) then
+        call set_error('no servers: start this program after the servers in one MPMD job ' // &
+             '(mpiexec -n 2 mpistage-server : -n 4 ./app), or set MPISTAGE_ADDRESS')
+        code = SRDatabaseError
+        return
+      end if
+      allocate(character(len=alen) :: address)
+      call get_environment_variable('MPISTAGE_ADDRESS', value=address)
+      code = open_connect(address)
+      if (code /= SRNoError) return
+      call setup_session()
+      call unlock_connect()
     end if
-    if (code /= SRNoError) return
-    call setup_session()
     call register_goodbye()
     is_open = .true.
   end function

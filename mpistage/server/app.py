@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 from pathlib import Path
@@ -33,9 +32,9 @@ def parse_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mpistage-server", description=__doc__)
-    p.add_argument("--address", default=os.environ.get("MPISTAGE_ADDRESS"),
+    p.add_argument("--address", default=None,
                    help="write a connection file here and accept separately started client jobs "
-                        "(default: $MPISTAGE_ADDRESS; required when no client ranks share the world)")
+                        "(required when no client ranks share the world)")
     p.add_argument("--ompi-server-uri", default=None,
                    help="the ompi-server URI file, recorded in the connection file for singletons")
     p.add_argument("--max-memory", type=parse_size, default=0,
@@ -127,7 +126,7 @@ class ShardServer:
         address = self.args.address
         if address is None and self.split.remote is None:
             raise SystemExit("mpistage-server: no client ranks in this job and no --address "
-                             "(or MPISTAGE_ADDRESS) to accept client jobs on")
+                             "to accept client jobs on")
         if address is not None:
             self.open_port(address)
         else:
@@ -138,7 +137,7 @@ class ShardServer:
             if self.args.snapshot is not None:
                 write_snapshot(self.store, self.args.snapshot, self.shard, self.nshards)
             self.engine.close()
-            self.loop.shutdown_links(self.accept_comm, self.port)
+            self.loop.shutdown_links(address)
             if self.shard == 0 and self.port is not None:
                 self.MPI.Close_port(self.port)
                 if address is not None:

@@ -37,7 +37,8 @@ from ..protocol import (
     unpack_message,
 )
 from .handlers import Handler, Reply, Request
-from .session import ClientLink, accept_links, stop_accepting
+from .session import ClientLink, accept_links
+from .wake import wake_accept_threads
 
 SPIN_SECONDS = 0.002  # after the last message, poll without sleeping this long
 MAX_SLEEP = 0.001  # then sleep, doubling from 20 us up to this
@@ -243,15 +244,17 @@ class ProgressLoop:
             self._progress_sends()
             time.sleep(0.001)
 
-    def shutdown_links(self, accept_comm: Any | None, port: str | None) -> None:
-        """Stop accepting, and release every link (after the loop has ended)."""
+    def shutdown_links(self, address: str | None) -> None:
+        """After the loop has ended: finish releases, then stop accepting (``address`` is the
+        connection file when this server accepts jobs)."""
         for t in self._threads:  # releases first: Open MPI must not run two of these at once
             t.join(timeout=10)
-        if accept_comm is not None and port is not None:
-            stop_accepting(accept_comm, port)
-            self._accept_thread.join(timeout=10)
-        # Links still open belong to jobs that did not say goodbye (a shutdown request or SIGTERM
-        # came first): releasing them is collective with those jobs, so they are left as they are.
+        if address is not None:
+            if self.shard == 0:
+                wake_accept_threads(address)
+            self._accept_thread.join(timeout=30)
+        # Links still open belong to jobs that did not say goodbye (SIGTERM came first):
+        # releasing them is collective with those jobs, so they are left as they are.
         self.links.clear()
 
 

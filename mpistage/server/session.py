@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bootstrap import PURPOSE_STOP, Link, release, setup_client_side, setup_server_side
+from ..bootstrap import Link, release, setup_server_side
 from ..mpienv import mpi
 
 
@@ -61,12 +61,3 @@ def accept_links(accept_comm: Any, port: str, slot_bytes: int,
             inter.Disconnect()
             return
         out.append(ClientLink.of(link, "connect"))
-
-
-def stop_accepting(accept_comm: Any, port: str) -> None:
-    """Wake every server's accept thread with a stop connection from server rank 0."""
-    MPI = mpi()
-    if accept_comm.Get_rank() == 0:
-        inter = MPI.COMM_SELF.Connect(port, MPI.INFO_NULL, 0)
-        setup_client_side(inter, PURPOSE_STOP)
-        inter.Disconnect()
