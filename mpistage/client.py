@@ -24,6 +24,7 @@ from .protocol import (
     as_bytes_view,
     decode_key,
     describe,
+    encode_tensor,
     key_field,
     pack_metadata,
     unpack_metadata,
@@ -54,11 +55,23 @@ class Client(EngineClientMixin):
         self._get_prefix = self._get_prefixes[0] if self._get_prefixes else ""
         self._prefix_use = {Kind.TENSOR: True, Kind.DATASET: True, Kind.LIST: True,
                             Kind.MODEL: False, Kind.SCRIPT: False}
+        self._routes: dict[tuple[str, Kind, bool], tuple[bytes, int]] = {}
 
     # ------------------------------------------------------------ keys and routing
     @property
     def nshards(self) -> int:
         return self._conn.nshards
+
+    def _route(self, name: str, kind: Kind, reading: bool) -> tuple[bytes, int]:
+        """The key's bytes and its shard, cached (simulations reuse their keys every step)."""
+        cache = self._routes
+        hit = cache.get((name, kind, reading))
+        if hit is None:
+            key = self._key(name, kind, reading)
+            if len(cache) > 65536:
+                cache.clear()
+            hit = cache[(name, kind, reading)] = (key.encode(), self._shard(key))
+        return hit
 
     def _key(self, name: str, kind: Kind, reading: bool = True) -> str:
         if not isinstance(name, str):
@@ -83,27 +96,28 @@ class Client(EngineClientMixin):
         Raises TypeError for an unsupported dtype, StoreFullError when the shard is full."""
         if not isinstance(data, np.ndarray):
             raise TypeError(f"put_tensor takes a numpy.ndarray, not {type(data).__name__}")
-        self._put_array(self._key(name, Kind.TENSOR, False), data)
+        key, shard = self._route(name, Kind.TENSOR, False)
+        desc, part = encode_tensor(data)
+        self._conn.request(shard, Op.PUT_TENSOR, [key, desc], [part])
 
     def _put_array(self, key: str, data: np.ndarray) -> None:
-        desc, arr = describe(data)
-        self._call(Op.PUT_TENSOR, key, desc.pack(), payload=[as_bytes_view(arr)])
+        desc, part = encode_tensor(data)
+        self._call(Op.PUT_TENSOR, key, desc, payload=[part])
 
-    def _get(self, key: str, make_target: Callable[[TensorDesc], np.ndarray]) -> np.ndarray:
+    def _get(self, key: bytes, shard: int, make_target: Callable[[TensorDesc], np.ndarray]) -> np.ndarray:
         conn = self._conn
         with conn.lock:
-            pending = conn.start(self._shard(key), Op.GET_TENSOR, [key.encode()], rma_get=True)
+            pending = conn.start(shard, Op.GET_TENSOR, [key], one_part_reply=True)
             header, fields = conn.finish(pending)
             desc = TensorDesc.unpack(fields[0])
             target = make_target(desc)
-            conn.receive_payload(pending, header, [as_bytes_view(target)])
+            conn.receive_payload(pending, header, fields, [as_bytes_view(target)])
         return target
 
     def get_tensor(self, name: str) -> np.ndarray:
         """The array stored under ``name``, in the memory order it was put with.
         Raises KeyNotFoundError when there is none."""
-        return self._get(self._key(name, Kind.TENSOR),
-                         lambda d: np.empty(d.shape, d.dtype, order="F" if d.order else "C"))
+        return self._get(*self._route(name, Kind.TENSOR, True), _fresh)
 
     def unpack_tensor(self, name: str, result: np.ndarray) -> None:
         """Fill ``result`` (same shape and dtype as the stored tensor) in place.
@@ -121,7 +135,7 @@ class Client(EngineClientMixin):
                 return result
             return np.empty(desc.shape, desc.dtype, order="F" if desc.order else "C")
 
-        got = self._get(self._key(name, Kind.TENSOR), target)
+        got = self._get(*self._route(name, Kind.TENSOR, True), target)
         if got is not result:
             result[...] = got
 
@@ -168,7 +182,7 @@ class Client(EngineClientMixin):
             self._keyed(op, kind, src, dst.encode())
             return
         if kind == Kind.TENSOR:
-            self._put_array(dst, self._get(src, _fresh))
+            self._put_array(dst, self._get(src.encode(), self._shard(src), _fresh))
         elif kind == Kind.DATASET:
             self._put_dataset_as(dst, self._fetch_dataset(src))
         else:
@@ -199,12 +213,12 @@ class Client(EngineClientMixin):
     def _fetch_dataset(self, key: str) -> Dataset:
         conn = self._conn
         with conn.lock:
-            pending = conn.start(self._shard(key), Op.GET_DATASET, [key.encode()], rma_get=False)
+            pending = conn.start(self._shard(key), Op.GET_DATASET, [key.encode()])
             header, fields = conn.finish(pending)
             scalars, strings = unpack_metadata(fields[1])
             tensors = {decode_key(n): _fresh(TensorDesc.unpack(d))
                        for n, d in zip(fields[2::2], fields[3::2], strict=True)}
-            conn.receive_payload(pending, header, [as_bytes_view(t) for t in tensors.values()])
+            conn.receive_payload(pending, header, fields, [as_bytes_view(t) for t in tensors.values()])
         return Dataset.from_parts(decode_key(fields[0]), tensors, scalars, strings)
 
     def get_dataset(self, name: str) -> Dataset:
@@ -293,19 +307,24 @@ class Client(EngineClientMixin):
         if source_id not in self._get_prefixes:
             raise BadArgumentError(f"{source_id!r} is not in SSKEYIN ({self._get_prefixes})")
         self._get_prefix = source_id
+        self._routes.clear()
 
     def use_tensor_ensemble_prefix(self, use_prefix: bool) -> None:
         self._prefix_use[Kind.TENSOR] = bool(use_prefix)
+        self._routes.clear()
 
     def use_dataset_ensemble_prefix(self, use_prefix: bool) -> None:
         self._prefix_use[Kind.DATASET] = bool(use_prefix)
+        self._routes.clear()
 
     def use_list_ensemble_prefix(self, use_prefix: bool) -> None:
         self._prefix_use[Kind.LIST] = bool(use_prefix)
+        self._routes.clear()
 
     def use_model_ensemble_prefix(self, use_prefix: bool) -> None:
         self._prefix_use[Kind.MODEL] = bool(use_prefix)
         self._prefix_use[Kind.SCRIPT] = bool(use_prefix)
+        self._routes.clear()
 
 
 def _fresh(desc: TensorDesc) -> np.ndarray:

@@ -120,7 +120,7 @@ class EngineClientMixin:
             pending = conn.start(self._shard(key), Op.GET_MODEL, [key.encode()])
             header, fields = conn.finish(pending)
             data = np.empty(U64.unpack(fields[0])[0], np.uint8)
-            conn.receive_payload(pending, header, [data])
+            conn.receive_payload(pending, header, fields, [data])
         return data.tobytes()
 
     def delete_model(self, name: str) -> None:

@@ -7,9 +7,10 @@ a field list or a tensor descriptor: the client, the server and the tests all us
 
 from __future__ import annotations
 
+import functools
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,10 @@ SEQ_MAX = 32767
 #: following as messages (single-part payloads of at least RMA_MIN_BYTES only).
 FLAG_RMA = 1
 RMA_MIN_BYTES = 256 << 10
+#: Header flag: the single payload part travels inside the message, as one extra, last field.
+#: On a request that expects a one-part reply (GET_TENSOR): the server may answer that way.
+FLAG_INLINE = 2
+INLINE_MAX_BYTES = 3072  # with the header and fields, under Open MPI's 4 KiB shared-memory eager limit
 
 MAX_KEY_BYTES = 1024
 MAX_FIELDS = 4096
@@ -104,6 +109,7 @@ DTYPE_CODES: dict[np.dtype, int] = {
     np.dtype("uint8"): 7,
     np.dtype("uint16"): 8,
 }
+_NATIVE_CODES = dict(DTYPE_CODES)
 CODE_DTYPES: dict[int, np.dtype] = {code: dt.newbyteorder("<") for dt, code in DTYPE_CODES.items()}
 
 
@@ -111,8 +117,7 @@ class WireError(ValueError):
     """A buffer does not follow the documented layout."""
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     """The fixed 32-byte header of every request and reply.
 
     For a request ``code`` is the :class:`Op`; for a reply it is the :class:`Status`.
@@ -132,10 +137,12 @@ class Header:
 def pack_message(magic: bytes, code: int, seq: int, fields: list[bytes],
                  payload_nbytes: int = 0, flags: int = 0) -> bytes:
     """Header followed by length-prefixed fields, as one buffer."""
-    parts = [Header(code, seq, len(fields), payload_nbytes, flags).pack(magic)]
+    head = HEADER.pack(magic, PROTOCOL_VERSION, code, seq, flags, len(fields), 0, payload_nbytes)
+    if not fields:
+        return head
+    parts = [head]
     for f in fields:
-        parts.append(FIELD_LEN.pack(len(f)))
-        parts.append(f)
+        parts += (FIELD_LEN.pack(len(f)), f)
     return b"".join(parts)
 
 
@@ -147,6 +154,8 @@ def unpack_message(buf: memoryview | bytes, magic: bytes) -> tuple[Header, list[
     got_magic, version, code, seq, flags, nfields, _, payload = HEADER.unpack_from(mv)
     if got_magic != magic:
         raise WireError(f"bad magic {bytes(got_magic)!r}, expected {magic!r}")
+    if nfields == 0 and len(mv) == HEADER_SIZE and version == PROTOCOL_VERSION:
+        return Header(code, seq, 0, payload, flags), []
     if version != PROTOCOL_VERSION:
         raise WireError(f"protocol version {version} not supported (this is {PROTOCOL_VERSION})")
     if nfields > MAX_FIELDS:
@@ -169,8 +178,7 @@ def unpack_message(buf: memoryview | bytes, magic: bytes) -> tuple[Header, list[
 
 # ---------------------------------------------------------------- tensor descriptors
 
-@dataclass(frozen=True)
-class TensorDesc:
+class TensorDesc(NamedTuple):
     """dtype, shape and memory order of a tensor whose bytes travel as a payload."""
 
     dtype: np.dtype
@@ -185,13 +193,25 @@ class TensorDesc:
         return n
 
     def pack(self) -> bytes:
-        head = DESC_HEAD.pack(DTYPE_CODES[np.dtype(self.dtype).newbyteorder("=")], self.order,
-                              len(self.shape))
-        return head + b"".join(DIM.pack(d) for d in self.shape)
+        code = _NATIVE_CODES.get(self.dtype) or DTYPE_CODES[np.dtype(self.dtype).newbyteorder("=")]
+        return _pack_desc(code, self.order, self.shape)
 
     @classmethod
     def unpack(cls, field: memoryview | bytes) -> TensorDesc:
-        mv = memoryview(field).cast("B")
+        """Parse a descriptor field; raises :class:`WireError` when it is malformed. Recent
+        descriptors are cached (a simulation sends the same few shapes over and over)."""
+        raw = bytes(field)
+        desc = _DESC_CACHE.get(raw)
+        if desc is None:
+            desc = cls._parse(raw)
+            if len(_DESC_CACHE) >= 4096:
+                _DESC_CACHE.clear()
+            _DESC_CACHE[raw] = desc
+        return desc
+
+    @classmethod
+    def _parse(cls, field: bytes) -> TensorDesc:
+        mv = memoryview(field)
         if len(mv) < DESC_HEAD.size:
             raise WireError("tensor descriptor shorter than 4 bytes")
         code, order, ndim = DESC_HEAD.unpack_from(mv)
@@ -210,6 +230,14 @@ class TensorDesc:
         return flat.reshape(self.shape, order="F" if self.order == ORDER_F else "C")
 
 
+_DESC_CACHE: dict[bytes, TensorDesc] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _pack_desc(code: int, order: int, shape: tuple[int, ...]) -> bytes:
+    return DESC_HEAD.pack(code, order, len(shape)) + b"".join(DIM.pack(d) for d in shape)
+
+
 def describe(array: np.ndarray) -> tuple[TensorDesc, np.ndarray]:
     """The descriptor of ``array`` and a contiguous array holding its bytes (a copy only when
     ``array`` is neither C- nor Fortran-contiguous, or not little-endian)."""
@@ -224,6 +252,16 @@ def describe(array: np.ndarray) -> tuple[TensorDesc, np.ndarray]:
     if not array.flags.c_contiguous:
         array = array.copy(order="C")
     return TensorDesc(array.dtype, array.shape, ORDER_C), array
+
+
+def encode_tensor(array: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The descriptor field of ``array`` and its bytes as a flat uint8 array (see :func:`describe`);
+    a fast path for the common C-contiguous native-dtype case."""
+    code = _NATIVE_CODES.get(array.dtype)
+    if code is not None and array.flags.c_contiguous and array.size:
+        return _pack_desc(code, ORDER_C, array.shape), array.reshape(-1).view(np.uint8)
+    desc, arr = describe(array)
+    return desc.pack(), as_bytes_view(arr)
 
 
 def as_bytes_view(array: np.ndarray) -> np.ndarray:

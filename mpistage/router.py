@@ -6,6 +6,8 @@ that both languages' tests check.
 
 from __future__ import annotations
 
+import functools
+
 HASH_SLOTS = 16384
 
 
@@ -30,6 +32,7 @@ def crc16(data: bytes) -> int:
     return crc
 
 
+@functools.lru_cache(maxsize=65536)
 def hash_slot(key: str | bytes) -> int:
     """The hash slot (0..16383) of a key; only the text inside the first non-empty
     ``{...}`` counts, so ``{run1}.u`` and ``{run1}.v`` share a slot."""

@@ -14,7 +14,7 @@ from .errors import BadArgumentError, KeyNotFoundError, StoreFullError
 from .protocol import Kind, TensorDesc
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredTensor:
     """A tensor's descriptor and its bytes (a flat uint8 array in the descriptor's order)."""
 
@@ -67,10 +67,13 @@ class ShardStore:
         return obj.nbytes
 
     def _table(self, kind: Kind) -> dict:
-        tables = {Kind.TENSOR: self.tensors, Kind.DATASET: self.datasets, Kind.LIST: self.lists}
-        if kind not in tables:
-            raise BadArgumentError(f"the store holds no objects of kind {chr(kind)!r}")
-        return tables[kind]
+        if kind == Kind.TENSOR:
+            return self.tensors
+        if kind == Kind.DATASET:
+            return self.datasets
+        if kind == Kind.LIST:
+            return self.lists
+        raise BadArgumentError(f"the store holds no objects of kind {chr(kind)!r}")
 
     def _set(self, table: dict, key: str, obj: StoredTensor | StoredDataset | list[str]) -> None:
         old = table.get(key)
@@ -121,7 +124,12 @@ class ShardStore:
 
     # ------------------------------------------------------------ typed puts
     def put_tensor(self, key: str, tensor: StoredTensor) -> None:
-        self._set(self.tensors, key, tensor)
+        old = self.tensors.get(key)  # the hot path of every put: kept short on purpose
+        delta = tensor.data.nbytes - (old.data.nbytes if old is not None else 0)
+        if self.max_bytes and self.used_bytes + delta > self.max_bytes:
+            self.reserve(tensor.data.nbytes, tensor.data.nbytes - delta)  # raises StoreFullError
+        self.tensors[key] = tensor
+        self.used_bytes += delta
 
     def put_dataset(self, name: str, dataset: StoredDataset) -> None:
         self._set(self.datasets, name, dataset)

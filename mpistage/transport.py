@@ -15,7 +15,9 @@ from .bootstrap import Link, release
 from .errors import ProtocolError, ServerUnreachableError, error_for_status
 from .mpienv import mpi
 from .protocol import (
+    FLAG_INLINE,
     FLAG_RMA,
+    INLINE_MAX_BYTES,
     REPLY_MAGIC,
     REQUEST_MAGIC,
     RMA_MIN_BYTES,
@@ -65,22 +67,27 @@ class ServerConnection:
                 and RMA_MIN_BYTES <= payload[0].nbytes <= self.link.slot_bytes)
 
     def start(self, shard: int, op: Op, fields: list[bytes],
-              payload: list[np.ndarray] = (), rma_get: bool = False) -> PendingReply:
-        """Send a request; the reply is read later with :meth:`finish`."""
+              payload: list[np.ndarray] = (), one_part_reply: bool = False) -> PendingReply:
+        """Send a request; the reply is read later with :meth:`finish`. A single small payload part
+        travels inline, a single large one through the window (connect mode); with
+        ``one_part_reply`` the server may answer the same way."""
         if self.closed:
             raise ServerUnreachableError("this process has already said goodbye to the servers")
         inter = self.link.inter
         nbytes = sum(int(p.nbytes) for p in payload)
-        flags = 0
+        flags = FLAG_INLINE if one_part_reply else 0
         with self.lock:
             seq = next(self._seqs)
-            if self._use_rma(payload):
+            if len(payload) == 1 and 0 < nbytes <= INLINE_MAX_BYTES:
+                fields = [*fields, payload[0].tobytes()]
+                payload, flags = [], FLAG_INLINE
+            elif self._use_rma(payload):
                 self._window_put(shard, payload)
                 payload, flags = [], FLAG_RMA
-            elif rma_get and self.rma:
-                flags = FLAG_RMA
+            elif one_part_reply and self.rma:
+                flags |= FLAG_RMA
             head = pack_message(REQUEST_MAGIC, op, seq, fields, nbytes, flags)
-            inter.Send(np.frombuffer(head, np.uint8), shard, TAG_REQUEST)
+            inter.Send(head, shard, TAG_REQUEST)
             for part in payload:
                 if part.nbytes:
                     inter.Send(part, shard, TAG_PAYLOAD)
@@ -103,8 +110,15 @@ class ServerConnection:
         """True when the reply to ``pending`` has arrived (:meth:`finish` will not wait)."""
         return bool(self.link.inter.Iprobe(pending.shard, pending.seq))
 
-    def receive_payload(self, pending: PendingReply, header: Header, targets: list[np.ndarray]) -> None:
-        """Receive the reply's payload parts into ``targets`` (contiguous, the announced sizes)."""
+    def receive_payload(self, pending: PendingReply, header: Header, fields: list[memoryview],
+                        targets: list[np.ndarray]) -> None:
+        """Receive the reply's payload parts into ``targets`` (contiguous uint8 views of the
+        announced sizes); ``fields`` are the reply's, whose last one is the payload when inline."""
+        if header.flags & FLAG_INLINE:
+            if len(targets) != 1 or not fields or targets[0].nbytes != header.payload_nbytes:
+                raise ProtocolError("an inline reply payload needs exactly one part of the announced size")
+            targets[0][...] = np.frombuffer(fields[-1], np.uint8)
+            return
         parts = [t for t in targets if t.nbytes]
         if sum(t.nbytes for t in parts) != header.payload_nbytes:
             raise ProtocolError("reply payload size does not match its descriptors")

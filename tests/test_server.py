@@ -117,3 +117,10 @@ def sys_python() -> str:
 
 def _cli() -> list[str]:
     return [sys_python(), "-m", "mpistage.cli"]
+
+
+def test_importing_mpistage_does_not_start_mpi():
+    """A singleton sets Open MPI's ompi-server address before MPI starts: imports must not start it."""
+    code = ("import sys, mpistage, mpistage.server, mpistage.server.wake, mpistage.cli; "
+            "print('mpi4py.MPI' in sys.modules)")
+    assert run([sys_python(), "-c", code], 60).stdout.strip() == "False"

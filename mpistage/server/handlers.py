@@ -28,7 +28,7 @@ from ..protocol import (
 from ..store import ShardStore, StoredDataset, StoredTensor
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One decoded request: who sent it, its header, fields and payload parts."""
 
@@ -39,7 +39,7 @@ class Request:
     payload: list[np.ndarray]
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     """What goes back: a status, fields, and payload parts (one message each)."""
 

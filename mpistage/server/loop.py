@@ -20,7 +20,9 @@ import numpy as np
 from ..errors import MpistageError, ProtocolError, UnknownOperationError
 from ..mpienv import mpi
 from ..protocol import (
+    FLAG_INLINE,
     FLAG_RMA,
+    INLINE_MAX_BYTES,
     MAX_HEADER_BYTES,
     REPLY_MAGIC,
     REQUEST_MAGIC,
@@ -40,6 +42,7 @@ from .handlers import Handler, Reply, Request
 from .session import ClientLink, accept_links
 from .wake import wake_accept_threads
 
+EAGER_BYTES = 4096  # replies this small go out with a blocking send, which completes at once
 SPIN_SECONDS = 0.002  # after the last message, poll without sleeping this long
 MAX_SLEEP = 0.001  # then sleep, doubling from 20 us up to this
 
@@ -57,6 +60,7 @@ class ProgressLoop:
     def __init__(self, shard: int, nshards: int, handlers: dict[int, Handler],
                  payload_timeout: float = 10.0) -> None:
         self.MPI = mpi()
+        self.BYTE, self.ANY_SOURCE = self.MPI.BYTE, self.MPI.ANY_SOURCE
         self.shard = shard
         self.nshards = nshards
         self.handlers = handlers
@@ -97,15 +101,21 @@ class ProgressLoop:
     def reply(self, req: Request, rep: Reply, link: ClientLink | None = None) -> None:
         """Send ``rep`` for ``req`` without blocking; safe only on the loop's thread. A single
         large payload goes through the client's window slot when the request allows it."""
-        nbytes = sum(int(p.nbytes) for p in rep.payload)
+        nbytes = sum(int(p.nbytes) for p in rep.payload) if rep.payload else 0
         flags = 0
         if (link is not None and req.header.flags & FLAG_RMA and len(rep.payload) == 1
                 and RMA_MIN_BYTES <= nbytes <= link.slot_bytes):
             link.slot(req.source)[:nbytes] = rep.payload[0].reshape(-1).view(np.uint8)
             rep.payload, flags = [], FLAG_RMA
+        elif req.header.flags & FLAG_INLINE and len(rep.payload) == 1 and nbytes <= INLINE_MAX_BYTES:
+            rep.fields = [*rep.fields, rep.payload[0].tobytes()]
+            rep.payload, flags = [], FLAG_INLINE
         head = pack_message(REPLY_MAGIC, rep.status, req.header.seq, rep.fields, nbytes, flags)
         if rep.status != Status.OK:
             self.stats.errors += 1
+        if not rep.payload and len(head) <= EAGER_BYTES:
+            req.comm.Send(head, req.source, req.header.seq)  # eager: completes at once
+            return
         bufs: list[Any] = [np.frombuffer(head, np.uint8)] + list(rep.payload)
         reqs = [req.comm.Isend(b, req.source, req.header.seq) for b in bufs]
         self.pending_sends.append((reqs, bufs))
@@ -129,17 +139,19 @@ class ProgressLoop:
         """Receive payload parts from ``source`` until ``nbytes`` have arrived, or fail."""
         parts: list[np.ndarray] = []
         got = 0
-        deadline = time.monotonic() + self.payload_timeout
-        status = self.MPI.Status()
+        deadline = None
+        status = self._status
         while got < nbytes:
             msg = link.comm.Improbe(source, TAG_PAYLOAD, status)
             if msg is None:
-                if time.monotonic() > deadline:
+                if deadline is None:
+                    deadline = time.monotonic() + self.payload_timeout
+                elif time.monotonic() > deadline:
                     raise ProtocolError(f"payload of {nbytes} bytes announced, {got} arrived "
                                         f"within {self.payload_timeout} s")
                 os.sched_yield()
                 continue
-            buf = np.empty(status.Get_count(self.MPI.BYTE), np.uint8)
+            buf = np.empty(status.Get_count(self.BYTE), np.uint8)
             msg.Recv(buf)
             parts.append(buf)
             got += buf.nbytes
@@ -168,7 +180,11 @@ class ProgressLoop:
         try:
             if not SEQ_MIN <= header.seq <= SEQ_MAX:
                 raise ProtocolError(f"seq {header.seq} is outside {SEQ_MIN}..{SEQ_MAX}")
-            if header.flags & FLAG_RMA and header.payload_nbytes:
+            if header.flags & FLAG_INLINE and header.payload_nbytes:
+                if not fields or len(fields[-1]) != header.payload_nbytes:
+                    raise ProtocolError(f"an inline payload of {header.payload_nbytes} bytes must be the last field")
+                req.payload = [np.frombuffer(fields.pop(), np.uint8)]
+            elif header.flags & FLAG_RMA and header.payload_nbytes:
                 req.payload = [self._read_slot(link, source, header.payload_nbytes)]
             else:
                 req.payload = self._receive_payload(link, source, header.payload_nbytes)
@@ -196,12 +212,12 @@ class ProgressLoop:
             self.soon.popleft()()
             busy = True
         status = self._status
-        for link in list(self.links):
-            msg = link.comm.Improbe(self.MPI.ANY_SOURCE, TAG_REQUEST, status)
+        for link in tuple(self.links):
+            msg = link.comm.Improbe(self.ANY_SOURCE, TAG_REQUEST, status)
             if msg is None:
                 continue
             busy = True
-            source, count = status.Get_source(), status.Get_count(self.MPI.BYTE)
+            source, count = status.Get_source(), status.Get_count(self.BYTE)
             if count > MAX_HEADER_BYTES:
                 buf = np.empty(count, np.uint8)
                 msg.Recv(buf)
