@@ -3,10 +3,12 @@ several sizes, client counts, shard counts and both modes, against raw MPI measu
 
     .venv/bin/python scaling/bench_staging.py [--quick] [--out scaling/results/staging.json]
 
-The baseline is a 2-rank mpi4py job in one world: an N-byte message answered by an 8-byte one
+The baselines are raw mpi4py between two ranks: an N-byte message answered by an 8-byte one
 (what a put or get must at least do), and a one-sided ``MPI_Get`` of N bytes from a window made
-with ``Win.Allocate`` (lock shared + get + unlock). The ratio column is baseline time / mpistage
-time for the same size (1.0 = as fast as raw MPI). Each case prints one row and adds one JSON record.
+with ``Win.Allocate`` (lock shared + get + unlock); once within one world (compared with MPMD
+mode) and once between two separately launched jobs connected through a port (compared with
+connect mode, taking the faster of the two). The ratio column is baseline time / mpistage time
+for the same size (1.0 = as fast as raw MPI). Each case prints one row and adds one JSON record.
 """
 
 from __future__ import annotations
@@ -40,28 +42,28 @@ def summarize(times: np.ndarray, nbytes: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------ roles (run under mpiexec)
 
-def role_baseline(args: argparse.Namespace) -> None:
+def measure_raw(comm, quick: bool) -> list[dict]:
+    """Raw MPI between ranks 0 and 1 of ``comm``; rank 0 measures and returns the records."""
     from mpistage.mpienv import mpi
 
     MPI = mpi()
-    w = MPI.COMM_WORLD
-    rank = w.Get_rank()
+    rank = comm.Get_rank()
     ack = np.zeros(8, np.uint8)
     records = []
-    win = MPI.Win.Allocate(max(SIZES.values()) if rank == 1 else 0, 1, MPI.INFO_NULL, w)
+    win = MPI.Win.Allocate(max(SIZES.values()) if rank == 1 else 0, 1, MPI.INFO_NULL, comm)
     for label, n in SIZES.items():
         buf = np.ones(n, np.uint8)
-        k = iterations(n, args.quick)
+        k = iterations(n, quick)
         times = np.empty(k)
-        w.Barrier()
+        comm.Barrier()
         for i in range(k + 3):
             t0 = time.perf_counter()
             if rank == 0:
-                w.Send(buf, 1, 1)
-                w.Recv(ack, 1, 2)
+                comm.Send(buf, 1, 1)
+                comm.Recv(ack, 1, 2)
             else:
-                w.Recv(buf, 0, 1)
-                w.Send(ack, 0, 2)
+                comm.Recv(buf, 0, 1)
+                comm.Send(ack, 0, 2)
             if i >= 3:
                 times[i - 3] = time.perf_counter() - t0
         if rank == 0:
@@ -74,11 +76,39 @@ def role_baseline(args: argparse.Namespace) -> None:
                 win.Unlock(1)
             if i >= 3:
                 times[i - 3] = time.perf_counter() - t0
-        w.Barrier()
+        comm.Barrier()
         if rank == 0:
             records.append({"operation": "raw_rma_get", "size": label, "bytes": n, **summarize(times, n)})
     win.Free()
-    if rank == 0:
+    return records
+
+
+def role_baseline(args: argparse.Namespace) -> None:
+    """Two ranks of one world (the MPMD case)."""
+    from mpistage.mpienv import mpi
+
+    records = measure_raw(mpi().COMM_WORLD, args.quick)
+    if mpi().COMM_WORLD.Get_rank() == 0:
+        Path(args.out).write_text(json.dumps(records))
+
+
+def role_xjob(args: argparse.Namespace) -> None:
+    """One rank of each of two separately launched jobs, connected through a port (the connect
+    case): ``--side accept`` opens the port and writes it to ``--port-file``."""
+    from mpistage.mpienv import mpi
+
+    MPI = mpi()
+    port_file = Path(args.port_file)
+    if args.side == "accept":
+        port = MPI.Open_port()
+        port_file.write_text(port)
+        merged = MPI.COMM_SELF.Accept(port).Merge(True)
+    else:
+        while not port_file.exists() or not port_file.read_text():
+            time.sleep(0.05)
+        merged = MPI.COMM_SELF.Connect(port_file.read_text()).Merge(False)
+    records = measure_raw(merged, args.quick)
+    if args.side == "connect":
         Path(args.out).write_text(json.dumps(records))
 
 
@@ -125,6 +155,25 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> None:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}")
 
 
+def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick: list[str]) -> None:
+    """Raw MPI between two separately launched jobs through an ompi-server, as in connect mode."""
+    uri, port_file = tmp / "xjob.uri", tmp / "xjob.port"
+    ompi = subprocess.Popen(["ompi-server", "--no-daemonize", "--report-uri", str(uri)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while not uri.exists() or not uri.read_text():
+            time.sleep(0.05)
+        job = ["mpiexec", "--ompi-server", f"file:{uri}", "-n", "1", py, str(HERE), "--role", "xjob",
+               "--port-file", str(port_file), "--out", str(out), *quick]
+        acceptor = subprocess.Popen([*job, "--side", "accept"], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        run([*job, "--side", "connect"], env)
+        acceptor.wait(timeout=60)
+    finally:
+        ompi.terminate()
+        ompi.wait(timeout=30)
+
+
 def drive(args: argparse.Namespace) -> None:
     from mpistage.cli import mpi_environ
 
@@ -137,6 +186,9 @@ def drive(args: argparse.Namespace) -> None:
         base = Path(tmp) / "baseline.json"
         run(["mpiexec", "-n", "2", py, str(HERE), "--role", "baseline", "--out", str(base), *quick], env)
         baseline = {(r["operation"], r["size"]): r for r in json.loads(base.read_text())}
+        xbase = Path(tmp) / "xjob.json"
+        cross_job_baseline(py, env, Path(tmp), xbase, quick)
+        xbaseline = {(r["operation"], r["size"]): r for r in json.loads(xbase.read_text())}
         for mode in args.modes:
             for shards in args.shards:
                 for clients in args.clients:
@@ -153,18 +205,22 @@ def drive(args: argparse.Namespace) -> None:
                         finally:
                             run([*mpistage_cli, "stop", "--dir", str(run_dir)], env)
                     for rec in json.loads(out.read_text()):
-                        raw = baseline[("raw_rma_get" if mode != "mpmd" and rec["bytes"] >= 256 << 10
-                                        else "raw_p2p", rec["size"])]
+                        if mode == "mpmd":
+                            raw = baseline[("raw_p2p", rec["size"])]
+                        else:  # the faster raw path between two jobs
+                            raw = min((xbaseline[(op, rec["size"])] for op in ("raw_p2p", "raw_rma_get")),
+                                      key=lambda r: r["p50_us"])
                         rec.update(mode=mode, shards=shards, clients=clients, baseline=raw["operation"],
                                    baseline_p50_us=raw["p50_us"],
                                    ratio_to_raw=round(raw["p50_us"] / rec["p50_us"], 3))
                         results.append(rec)
                         print_row(rec)
-    for rec in baseline.values():
-        results.append({**rec, "mode": "raw", "shards": 0, "clients": 1})
-    print("\nbaseline (2 ranks, one world):")
-    for rec in baseline.values():
-        print(f"  {rec['operation']:12s} {rec['size']:>7s} p50 {rec['p50_us']:10.2f} us  {rec['mb_per_s']:9.1f} MB/s")
+    for name, table in (("raw-world", baseline), ("raw-connect", xbaseline)):
+        results += [{**rec, "mode": name, "shards": 0, "clients": 1} for rec in table.values()]
+        print(f"\nbaseline {name} (one rank each side):")
+        for rec in table.values():
+            print(f"  {rec['operation']:12s} {rec['size']:>7s} p50 {rec['p50_us']:10.2f} us  "
+                  f"{rec['mb_per_s']:9.1f} MB/s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {len(results)} records to {args.out}")
@@ -185,7 +241,9 @@ def print_row(rec: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--role", choices=["driver", "baseline", "client"], default="driver")
+    p.add_argument("--role", choices=["driver", "baseline", "xjob", "client"], default="driver")
+    p.add_argument("--side", choices=["accept", "connect"], help="xjob role: which job this is")
+    p.add_argument("--port-file", help="xjob role: where the accepting job writes its port")
     p.add_argument("--out", default=str(HERE.parent / "results" / "staging.json"))
     p.add_argument("--quick", action="store_true", help="fewer iterations")
     p.add_argument("--modes", nargs="+", default=["mpmd", "connect"])
@@ -193,7 +251,7 @@ def main() -> None:
     p.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4])
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    {"driver": drive, "baseline": role_baseline, "client": role_client}[args.role](args)
+    {"driver": drive, "baseline": role_baseline, "xjob": role_xjob, "client": role_client}[args.role](args)
 
 
 if __name__ == "__main__":

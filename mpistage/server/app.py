@@ -17,6 +17,7 @@ from ..store import ShardStore
 from .engine import InferenceEngine
 from .handlers import Reply, Request, StoreHandlers, info_reply
 from .loop import ProgressLoop
+from .memory import keep_freed_memory
 from .session import ClientLink
 from .snapshot import restore_snapshot, write_snapshot
 
@@ -146,6 +147,7 @@ class ShardServer:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     if args.threads:
         import torch
 

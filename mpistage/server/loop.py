@@ -43,6 +43,7 @@ from .session import ClientLink, accept_links
 from .wake import wake_accept_threads
 
 EAGER_BYTES = 4096  # replies this small go out with a blocking send, which completes at once
+REPLY_PUSH_SECONDS = 0.005  # drive a reply's transfer this long before going back to polling
 SPIN_SECONDS = 0.002  # after the last message, poll without sleeping this long
 MAX_SLEEP = 0.001  # then sleep, doubling from 20 us up to this
 
@@ -118,7 +119,12 @@ class ProgressLoop:
             return
         bufs: list[Any] = [np.frombuffer(head, np.uint8)] + list(rep.payload)
         reqs = [req.comm.Isend(b, req.source, req.header.seq) for b in bufs]
-        self.pending_sends.append((reqs, bufs))
+        # The client is waiting for exactly this: drive the transfer now, but never for long.
+        deadline = time.monotonic() + REPLY_PUSH_SECONDS
+        while not self.MPI.Request.Testall(reqs):
+            if time.monotonic() > deadline:
+                self.pending_sends.append((reqs, bufs))
+                return
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the loop's thread at its next turn (thread-safe): how work done on other
