@@ -52,11 +52,8 @@ def server_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "mpistage.server"]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a quarter of the iterations")
-    p.add_argument("--out", default=str(HERE.parent / "results" / "fortran.json"))
-    args = p.parse_args()
+def fortran_records(quick: bool) -> list[dict]:
+    """Build and run the Fortran benchmark (MPMD, 1 server rank, 1 Fortran rank); its records."""
     env = apply_defaults(dict(os.environ))
     env.pop("MPISTAGE_ADDRESS", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -68,7 +65,7 @@ def main() -> None:
              *fflags(where).split(), *flibs(where).split(), f"-J{tmp}", "-o", str(exe)], env)
         raw = Path(tmp) / "times.txt"
         run(["mpiexec", "-n", "1", *server_command(), ":", "-n", "1", str(exe), str(raw),
-             *(["quick"] if args.quick else [])], env)
+             *(["quick"] if quick else [])], env)
         records = []
         for line in raw.read_text().splitlines():
             op, label, nbytes, *times = line.split()
@@ -76,6 +73,15 @@ def main() -> None:
             records.append({"operation": op, "size": label, "bytes": n,
                             **summarize(np.array([float(t) for t in times]), n),
                             "mode": "mpmd", "shards": 1, "clients": 1, "client": "fortran"})
+    return records
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a quarter of the iterations")
+    p.add_argument("--out", default=str(HERE.parent / "results" / "fortran.json"))
+    args = p.parse_args()
+    records = fortran_records(args.quick)
     print(f"{'op':8s}{'size':>8s}{'p50 us':>11s}{'p99 us':>11s}{'MB/s':>10s}{'ops/s':>11s}")
     for r in records:
         print(f"{r['operation']:8s}{r['size']:>8s}{r['p50_us']:>11.2f}{r['p99_us']:>11.2f}"

@@ -40,9 +40,10 @@ def env() -> dict[str, str]:
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = TIMEOUT,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+        check: bool = True, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run cmd in its own session; on timeout kill its whole process group."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -122,6 +123,24 @@ def test_connect_roundtrip(built: Path, tmp_path: Path) -> None:
                   cwd=tmp_path).stdout
         assert "F0 get: 194 checks, 0 failures" in out and "F1 get: 194 checks, 0 failures" in out, out
         assert "FAIL" not in out
+    finally:
+        run([*MPISTAGE, "stop", "--dir", str(run_dir)], timeout=60, check=False)
+
+
+def test_connect_without_mpiexec(built: Path, tmp_path: Path) -> None:
+    """The Fortran program started on its own (a singleton, as SmartRedis programs may be run)
+    connects to separately started servers: put, a Python check, then get."""
+    run_dir = tmp_path / "run"
+    alone = {"MPISTAGE_ADDRESS": str(run_dir / "address")}
+    try:
+        run([*MPISTAGE, "start", "--shards", "2", "--dir", str(run_dir)], timeout=90)
+        out = run([str(built / "roundtrip"), "put"], cwd=tmp_path, extra_env=alone).stdout
+        assert "F0 put: 36 checks, 0 failures" in out, out
+        out = run([PY, str(FORTRAN / "tests" / "checker.py"), "connect", "1"], cwd=tmp_path,
+                  extra_env=alone).stdout
+        assert "PY connect: 25 Fortran tensors and datasets checked" in out, out
+        out = run([str(built / "roundtrip"), "get"], cwd=tmp_path, extra_env=alone).stdout
+        assert "F0 get: 194 checks, 0 failures" in out and "FAIL" not in out, out
     finally:
         run([*MPISTAGE, "stop", "--dir", str(run_dir)], timeout=60, check=False)
 

@@ -59,6 +59,11 @@ module mpistage_link
       import :: c_int
       integer(c_int), value :: fd
     end function
+    integer(c_int) function c_setenv(name, value, overwrite) bind(c, name='setenv')
+      import :: c_int, c_char
+      character(kind=c_char), intent(in) :: name(*), value(*)
+      integer(c_int), value :: overwrite
+    end function
   end interface
 
 contains
@@ -127,11 +132,35 @@ contains
     integer :: provided
     call MPI_Initialized(flag)
     if (flag) return
+    call prepare_open_mpi()
     call MPI_Init_thread(MPI_THREAD_MULTIPLE, provided)
     we_initialized_mpi = .true.
     if (.not. atexit_registered) then
       if (c_atexit(c_funloc(mpistage_finalize_at_exit)) == 0) atexit_registered = .true.
     end if
+  end subroutine
+
+  !> Before mpistage starts MPI itself: the Open MPI settings the Python side applies (where
+  !> unset), and, in a process started without mpiexec (a singleton), the ompi-server named in
+  !> the connection file, so that MPI_Comm_connect reaches separately started servers.
+  subroutine prepare_open_mpi()
+    character(len=:), allocatable :: text, uri
+    character(len=4096) :: path
+    integer :: st, alen, code
+    integer(c_int) :: rc
+    rc = c_setenv('OMPI_MCA_osc' // c_null_char, 'ucx' // c_null_char, 0_c_int)
+    rc = c_setenv('OMPI_MCA_osc_ucx_tls' // c_null_char, 'any' // c_null_char, 0_c_int)
+    rc = c_setenv('OMPI_MCA_rmaps_base_oversubscribe' // c_null_char, '1' // c_null_char, 0_c_int)
+    call get_environment_variable('OMPI_COMM_WORLD_SIZE', status=st)
+    if (st == 0) return  ! started by mpiexec: it passes the ompi-server itself
+    call get_environment_variable('MPISTAGE_ADDRESS', value=path, length=alen, status=st)
+    if (st /= 0 .or. alen == 0) return
+    code = SRNoError
+    call read_text_file(trim(path), text, code)
+    if (code /= SRNoError) return
+    uri = json_string(text, 'ompi_server_uri')
+    if (len(uri) == 0) return
+    rc = c_setenv('OMPI_MCA_pmix_server_uri' // c_null_char, 'file:' // uri // c_null_char, 0_c_int)
   end subroutine
 
   !> Registered with atexit when mpistage initialized MPI: finalizes it (which says goodbye
