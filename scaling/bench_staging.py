@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,13 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> None:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}")
 
 
+def with_ratio(rec: dict, raw: dict) -> dict:
+    """Add the baseline it is compared with, and the ratio of the two p50 times."""
+    rec.update(baseline=raw["operation"], baseline_p50_us=raw["p50_us"],
+               ratio_to_raw=round(raw["p50_us"] / rec["p50_us"], 3))
+    return rec
+
+
 def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick: list[str]) -> None:
     """Raw MPI between two separately launched jobs through an ompi-server, as in connect mode."""
     uri, port_file = tmp / "xjob.uri", tmp / "xjob.port"
@@ -210,11 +218,16 @@ def drive(args: argparse.Namespace) -> None:
                         else:  # the faster raw path between two jobs
                             raw = min((xbaseline[(op, rec["size"])] for op in ("raw_p2p", "raw_rma_get")),
                                       key=lambda r: r["p50_us"])
-                        rec.update(mode=mode, shards=shards, clients=clients, baseline=raw["operation"],
-                                   baseline_p50_us=raw["p50_us"],
-                                   ratio_to_raw=round(raw["p50_us"] / rec["p50_us"], 3))
-                        results.append(rec)
+                        rec.update(mode=mode, shards=shards, clients=clients, client="python")
+                        results.append(with_ratio(rec, raw))
                         print_row(rec)
+        if args.fortran and shutil.which("mpif90"):
+            sys.path.insert(0, str(HERE.parent))
+            from bench_fortran import fortran_records
+
+            for rec in fortran_records(args.quick):
+                results.append(with_ratio(rec, baseline[("raw_p2p", rec["size"])]))
+                print_row(rec)
     for name, table in (("raw-world", baseline), ("raw-connect", xbaseline)):
         results += [{**rec, "mode": name, "shards": 0, "clients": 1} for rec in table.values()]
         print(f"\nbaseline {name} (one rank each side):")
@@ -226,15 +239,16 @@ def drive(args: argparse.Namespace) -> None:
     print(f"\nwrote {len(results)} records to {args.out}")
 
 
-HEADER = (f"{'mode':8s}{'shards':>7s}{'clients':>8s}  {'op':7s}{'size':>7s}{'p50 us':>11s}{'p99 us':>11s}"
-          f"{'MB/s':>9s}{'raw p50':>10s}{'ratio':>7s}")
+HEADER = (f"{'client':8s}{'mode':8s}{'shards':>7s}{'clients':>8s}  {'op':7s}{'size':>7s}{'p50 us':>11s}"
+          f"{'p99 us':>11s}{'MB/s':>9s}{'raw p50':>10s}{'ratio':>7s}")
 
 
 def print_row(rec: dict) -> None:
     if not getattr(print_row, "done", False):
         print(HEADER)
         print_row.done = True
-    print(f"{rec['mode']:8s}{rec['shards']:>7d}{rec['clients']:>8d}  {rec['operation']:7s}{rec['size']:>7s}"
+    print(f"{rec['client']:8s}{rec['mode']:8s}{rec['shards']:>7d}{rec['clients']:>8d}  "
+          f"{rec['operation']:7s}{rec['size']:>7s}"
           f"{rec['p50_us']:>11.2f}{rec['p99_us']:>11.2f}{rec['mb_per_s']:>9.1f}{rec['baseline_p50_us']:>10.2f}"
           f"{rec['ratio_to_raw']:>7.2f}", flush=True)
 
@@ -249,6 +263,8 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["mpmd", "connect"])
     p.add_argument("--shards", nargs="+", type=int, default=[1, 2])
     p.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument("--no-fortran", dest="fortran", action="store_false",
+                   help="skip the Fortran client (MPMD, 1 shard, 1 client; needs mpif90)")
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     {"driver": drive, "baseline": role_baseline, "xjob": role_xjob, "client": role_client}[args.role](args)
