@@ -19,6 +19,8 @@ the server with ``set_script``, and a numpy reference
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -31,34 +33,6 @@ EKE_NUM_FEATURES: int = 4
 
 #: Name of the entry-point function inside :data:`EKE_PREPROCESS_SCRIPT`.
 EKE_PREPROCESS_FUNCTION: str = "preprocess"
-
-#: TorchScript source; compile with ``torch.jit.CompilationUnit(EKE_PREPROCESS_SCRIPT)``
-#: and call ``cu.preprocess(features, means, stds)``.
-EKE_PREPROCESS_SCRIPT: str = """
-def signed_log(x: Tensor) -> Tensor:
-    zero = x == 0
-    safe = torch.where(zero, torch.ones_like(x), torch.abs(x))
-    y = torch.sign(x) * (torch.log(safe) + 36.0)
-    return torch.where(zero, torch.zeros_like(x), y)
-
-
-def log_transform(features: Tensor) -> Tensor:
-    if not features.is_floating_point():
-        features = features.to(torch.float32)
-    mke = torch.log(features[:, 0])
-    vort = signed_log(features[:, 1])
-    slope = torch.log(features[:, 2])
-    rossby = features[:, 3]
-    return torch.stack([mke, vort, slope, rossby], dim=1)
-
-
-def preprocess(features: Tensor, means: Tensor, stds: Tensor) -> Tensor:
-    x = log_transform(features)
-    means = means.to(dtype=x.dtype, device=x.device).reshape(1, 4)
-    stds = stds.to(dtype=x.dtype, device=x.device).reshape(1, 4)
-    return (x - means) / stds
-"""
-
 
 def signed_log(x: Tensor) -> Tensor:
     """f_p(x) = sign(x) * (ln|x| + 36), exactly 0 where x == 0."""
@@ -85,6 +59,12 @@ def preprocess(features: Tensor, means: Tensor, stds: Tensor) -> Tensor:
     means = means.to(dtype=x.dtype, device=x.device).reshape(1, 4)
     stds = stds.to(dtype=x.dtype, device=x.device).reshape(1, 4)
     return (x - means) / stds
+
+
+#: TorchScript source of the three functions above (their own source, so the two cannot drift);
+#: compile with ``torch.jit.CompilationUnit(EKE_PREPROCESS_SCRIPT)`` and call
+#: ``cu.preprocess(features, means, stds)``, or send it with ``Client.set_script``.
+EKE_PREPROCESS_SCRIPT: str = "\n\n".join(inspect.getsource(f) for f in (signed_log, log_transform, preprocess))
 
 
 def signed_log_reference(x: np.ndarray) -> np.ndarray:

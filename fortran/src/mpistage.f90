@@ -581,14 +581,7 @@ contains
     character(len=*), intent(in) :: name
     integer, intent(in) :: poll_frequency_ms, num_tries
     logical, intent(out) :: exists
-    integer :: i
-    exists = .false.
-    code = SRNoError
-    do i = 1, num_tries
-      code = self%tensor_exists_l(name, exists)
-      if (code /= SRNoError .or. exists) return
-      if (i < num_tries) call sleep_ms(poll_frequency_ms)
-    end do
+    code = poll_exists(self, KIND_TENSOR, make_key(self, name, KIND_TENSOR, .true.), poll_frequency_ms, num_tries, exists)
   end function
 
   integer(enum_kind) function poll_key_l(self, key, poll_frequency_ms, num_tries, exists) result(code)
@@ -596,14 +589,7 @@ contains
     character(len=*), intent(in) :: key
     integer, intent(in) :: poll_frequency_ms, num_tries
     logical, intent(out) :: exists
-    integer :: i
-    exists = .false.
-    code = SRNoError
-    do i = 1, num_tries
-      code = self%key_exists_l(key, exists)
-      if (code /= SRNoError .or. exists) return
-      if (i < num_tries) call sleep_ms(poll_frequency_ms)
-    end do
+    code = poll_exists(self, KIND_ANY, trim(key), poll_frequency_ms, num_tries, exists)
   end function
 
   integer(enum_kind) function poll_model_l(self, name, poll_frequency_ms, num_tries, exists) result(code)
@@ -611,14 +597,7 @@ contains
     character(len=*), intent(in) :: name
     integer, intent(in) :: poll_frequency_ms, num_tries
     logical, intent(out) :: exists
-    integer :: i
-    exists = .false.
-    code = SRNoError
-    do i = 1, num_tries
-      code = self%model_exists_l(name, exists)
-      if (code /= SRNoError .or. exists) return
-      if (i < num_tries) call sleep_ms(poll_frequency_ms)
-    end do
+    code = poll_exists(self, KIND_MODEL, make_key(self, name, KIND_MODEL, .true.), poll_frequency_ms, num_tries, exists)
   end function
 
   integer(enum_kind) function poll_dataset_l(self, name, poll_frequency_ms, num_tries, exists) result(code)
@@ -626,11 +605,21 @@ contains
     character(len=*), intent(in) :: name
     integer, intent(in) :: poll_frequency_ms, num_tries
     logical, intent(out) :: exists
+    code = poll_exists(self, KIND_DATASET, make_key(self, name, KIND_DATASET, .true.), poll_frequency_ms, num_tries, exists)
+  end function
+
+  !> SmartRedis's poll: up to num_tries existence checks, poll_frequency_ms apart.
+  integer(enum_kind) function poll_exists(self, kind, key, poll_frequency_ms, num_tries, exists) result(code)
+    class(client_type), intent(inout) :: self
+    character(len=1), intent(in) :: kind
+    character(len=*), intent(in) :: key
+    integer, intent(in) :: poll_frequency_ms, num_tries
+    logical, intent(out) :: exists
     integer :: i
     exists = .false.
     code = SRNoError
     do i = 1, num_tries
-      code = self%dataset_exists_l(name, exists)
+      code = exists_raw(self, kind, key, exists)
       if (code /= SRNoError .or. exists) return
       if (i < num_tries) call sleep_ms(poll_frequency_ms)
     end do
