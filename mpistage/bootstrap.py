@@ -27,6 +27,10 @@ from .protocol import PROTOCOL_VERSION
 ROLE_SERVER = 0
 ROLE_APP = 1
 INTERCOMM_TAG = 4242
+WIDEN_TAG = 4243
+JOIN_TAG = 4244
+PURPOSE_CLIENT = 0
+PURPOSE_STOP = 1
 ADDRESS_ENV = "MPISTAGE_ADDRESS"
 
 
@@ -139,14 +143,26 @@ def connect_lock(address_path: str | os.PathLike[str], comm: Any) -> Iterator[No
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def connect(address: Address, comm: Any) -> Any:
-    """Collective over ``comm``: connect to the servers' port; returns the intercommunicator.
-    Call it inside :func:`connect_lock`."""
+def connect(address: Address, comm: Any, purpose: int = 0) -> Any | None:
+    """Collective over ``comm``: connect to the servers; returns the intercommunicator whose
+    remote rank ``i`` is shard ``i`` (None after a stop hello). Call it inside :func:`connect_lock`.
+
+    Only shard 0 accepts (``MPI_Comm_accept`` on ``MPI_COMM_SELF``: a collective accept keeps
+    every other shard's accept thread spinning, a core each); after the hello, the job and the
+    servers widen the link with ``MPI_Intercomm_create`` over the shard-0 link (docs/protocol.md)."""
     MPI = mpi()
     try:
-        inter = comm.Connect(address.port, MPI.INFO_NULL, 0)
+        first = comm.Connect(address.port, MPI.INFO_NULL, 0)
     except MPI.Exception as exc:
         raise ServerUnreachableError(f"MPI_Comm_connect to {address.port!r} failed: {exc}") from exc
+    say_hello(first, purpose)
+    if purpose == PURPOSE_STOP:
+        first.Disconnect()
+        return None
+    bridge = first.Merge(True)
+    inter = comm.Create_intercomm(0, bridge, 0, WIDEN_TAG)
+    bridge.Free()
+    first.Free()
     if inter.Get_remote_size() != address.shards:
         raise ServerUnreachableError(
             f"connected to {inter.Get_remote_size()} server ranks, the address says {address.shards}")
@@ -155,8 +171,6 @@ def connect(address: Address, comm: Any) -> Any:
 
 # ---------------------------------------------------------------- session setup (every mode)
 
-PURPOSE_CLIENT = 0
-PURPOSE_STOP = 1
 
 
 @dataclass
@@ -170,15 +184,30 @@ class Link:
     slot_bytes: int
 
 
-def setup_client_side(inter: Any, purpose: int = PURPOSE_CLIENT) -> Link | None:
-    """Collective over the client group and the servers (see docs/protocol.md, "Session setup")."""
+def say_hello(inter: Any, purpose: int = PURPOSE_CLIENT) -> None:
+    """The client group's hello: ``int32[2] = {protocol version, purpose}`` from its rank 0."""
     MPI = mpi()
     import numpy as np
 
     root = MPI.ROOT if inter.Get_rank() == 0 else MPI.PROC_NULL
     inter.Bcast(np.array([PROTOCOL_VERSION, purpose], np.int32), root)
-    if purpose == PURPOSE_STOP:
-        return None
+
+
+def hear_hello(inter: Any) -> int:
+    """The servers' side of :func:`say_hello`; returns the purpose."""
+    import numpy as np
+
+    hello = np.zeros(2, np.int32)
+    inter.Bcast(hello, 0)
+    return int(hello[1])
+
+
+def setup_client_side(inter: Any) -> Link:
+    """Merged communicator and window, collective over the client group and the servers
+    (docs/protocol.md, "Session setup"); the hello has been said."""
+    MPI = mpi()
+    import numpy as np
+
     merged = inter.Merge(True)
     slot = np.zeros(1, np.int64)
     merged.Bcast(slot, 0)
@@ -186,15 +215,11 @@ def setup_client_side(inter: Any, purpose: int = PURPOSE_CLIENT) -> Link | None:
     return Link(inter, merged, window, int(slot[0]))
 
 
-def setup_server_side(inter: Any, slot_bytes: int) -> Link | None:
-    """The servers' half of :func:`setup_client_side`; None when the peer asked to stop."""
+def setup_server_side(inter: Any, slot_bytes: int) -> Link:
+    """The servers' half of :func:`setup_client_side`."""
     MPI = mpi()
     import numpy as np
 
-    hello = np.zeros(2, np.int32)
-    inter.Bcast(hello, 0)
-    if int(hello[1]) == PURPOSE_STOP:
-        return None
     merged = inter.Merge(False)
     merged.Bcast(np.array([slot_bytes], np.int64), 0)
     window = MPI.Win.Allocate(slot_bytes * inter.Get_remote_size(), 1, MPI.INFO_NULL, merged)

@@ -17,6 +17,7 @@ from .bootstrap import (
     launched_by_mpiexec,
     prepare_singleton,
     read_address,
+    say_hello,
     setup_client_side,
     split_world,
 )
@@ -55,6 +56,7 @@ def _open(address: str | None, comm: Any) -> ServerConnection:
     if split.remote is None:
         raise ServerUnreachableError("this MPMD job has no server ranks")
     _app_comm = split.local
+    say_hello(split.remote)
     return ServerConnection(setup_client_side(split.remote), "mpmd", split.local)
 
 

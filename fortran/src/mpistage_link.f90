@@ -38,6 +38,9 @@ module mpistage_link
   public :: set_error, clear_error, get_last_error, print_last_error, status_code
   public :: mpistage_finalize_at_exit, link_test
 
+  !> MPI tags of the bootstrap (docs/protocol.md §1)
+  integer, parameter :: INTERCOMM_TAG = 4242, WIDEN_TAG = 4243
+
   ! Linux x86_64 values for open(2) and flock(2)
   integer(c_int), parameter :: O_WRONLY = 1, O_CREAT = 64, O_APPEND = 1024, LOCK_EX = 2, LOCK_UN = 8
 
@@ -198,6 +201,7 @@ contains
       end if
       code = open_mpmd()
       if (code /= SRNoError) return
+      call say_hello(inter)
       call setup_session()
     else
       call get_environment_variable('MPISTAGE_ADDRESS', length=alen, status=st)
@@ -242,7 +246,7 @@ contains
       code = SRDatabaseError
       return
     end if
-    call MPI_Intercomm_create(local, 0, MPI_COMM_WORLD, leader, 4242, inter)
+    call MPI_Intercomm_create(local, 0, MPI_COMM_WORLD, leader, INTERCOMM_TAG, inter)
     link_mode = MODE_MPMD
   end function
 
@@ -250,6 +254,7 @@ contains
     character(len=*), intent(in) :: path
     character(len=:), allocatable :: text, port
     integer :: shards, protocol, rsize
+    type(MPI_Comm) :: first, bridge
     code = SRNoError
     call read_text_file(path, text, code)
     if (code /= SRNoError) return
@@ -268,7 +273,13 @@ contains
       return
     end if
     call lock_connect(path)
-    call MPI_Comm_connect(port, MPI_INFO_NULL, 0, MPI_COMM_WORLD, inter)
+    ! Only shard 0 accepts; after the hello the link is widened to every shard (protocol.md §1).
+    call MPI_Comm_connect(port, MPI_INFO_NULL, 0, MPI_COMM_WORLD, first)
+    call say_hello(first)
+    call MPI_Intercomm_merge(first, .true., bridge)
+    call MPI_Intercomm_create(MPI_COMM_WORLD, 0, bridge, 0, WIDEN_TAG, inter)
+    call MPI_Comm_free(bridge)
+    call MPI_Comm_free(first)
     call MPI_Comm_remote_size(inter, rsize)
     if (rsize /= shards) then
       call set_error('connected to ' // int_str(int(rsize, int64)) // ' server ranks, the address says ' &
@@ -304,17 +315,24 @@ contains
   end subroutine
 
   !> docs/protocol.md, "Session setup": hello, merge (high), slot_bytes, 0-byte window.
-  subroutine setup_session()
+  !> The client group's hello on an intercommunicator: {protocol version, purpose 0} from rank 0.
+  subroutine say_hello(comm)
+    type(MPI_Comm), intent(in) :: comm
     integer(int32) :: hello(2)
+    integer :: root, rank
+    call MPI_Comm_rank(comm, rank)
+    hello = [int(PROTOCOL_VERSION, int32), 0_int32]
+    root = MPI_PROC_NULL
+    if (rank == 0) root = MPI_ROOT
+    call MPI_Bcast(hello, 2, MPI_INTEGER4, root, comm)
+  end subroutine
+
+  !> Merged communicator and window (the hello has been said).
+  subroutine setup_session()
     integer(int64) :: slot(1)
-    integer :: root
     type(c_ptr) :: base
     call MPI_Comm_rank(inter, myrank)
     call MPI_Comm_remote_size(inter, nshards_)
-    hello = [int(PROTOCOL_VERSION, int32), 0_int32]
-    root = MPI_PROC_NULL
-    if (myrank == 0) root = MPI_ROOT
-    call MPI_Bcast(hello, 2, MPI_INTEGER4, root, inter)
     call MPI_Intercomm_merge(inter, .true., merged)
     slot = 0
     call MPI_Bcast(slot, 1, MPI_INTEGER8, 0, merged)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bootstrap import ROLE_SERVER, Address, setup_server_side, split_world, write_address
+from ..bootstrap import ROLE_SERVER, Address, hear_hello, setup_server_side, split_world, write_address
 from ..errors import BadArgumentError
 from ..mpienv import mpi
 from ..protocol import PROTOCOL_VERSION, Op, Status
@@ -112,8 +112,7 @@ class ShardServer:
     # ------------------------------------------------------------ lifetime
     def open_port(self, address_path: str) -> None:
         MPI = self.MPI
-        port = MPI.Open_port() if self.shard == 0 else None
-        self.port = self.comm.bcast(port, 0)  # server-to-server control only
+        self.port = MPI.Open_port() if self.shard == 0 else None
         self.accept_comm = self.comm.Dup()
         if self.shard == 0:
             write_address(address_path, Address(self.port, self.nshards, PROTOCOL_VERSION,
@@ -122,6 +121,7 @@ class ShardServer:
 
     def serve(self) -> None:
         if self.split.remote is not None:
+            hear_hello(self.split.remote)
             link = setup_server_side(self.split.remote, self.args.rma_slot)
             self.loop.add_link(ClientLink.of(link, "mpmd"))
         address = self.args.address

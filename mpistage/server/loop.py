@@ -80,8 +80,8 @@ class ProgressLoop:
     def add_link(self, link: ClientLink) -> None:
         self.links.append(link)
 
-    def start_accepting(self, accept_comm: Any, port: str, window_bytes: int) -> None:
-        """Accept client jobs on ``port`` in a background thread (collective over the servers)."""
+    def start_accepting(self, accept_comm: Any, port: str | None, window_bytes: int) -> None:
+        """Take in client jobs in a background thread (shard 0 accepts on ``port``)."""
         t = threading.Thread(target=accept_links,
                              args=(accept_comm, port, window_bytes, self.new_links),
                              name="mpistage-accept", daemon=True)

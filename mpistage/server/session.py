@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..bootstrap import Link, release, setup_server_side
+from ..bootstrap import JOIN_TAG, PURPOSE_STOP, WIDEN_TAG, Link, hear_hello, release, setup_server_side
 from ..mpienv import mpi
+
+JOIN_POLL_SECONDS = 0.002  # how often shards other than 0 look for a joining job
 
 
 @dataclass
@@ -50,14 +53,35 @@ class ClientLink:
             release(self.link, disconnect=self.mode == "connect")
 
 
-def accept_links(accept_comm: Any, port: str, slot_bytes: int,
+def accept_links(shard_comm: Any, port: str | None, slot_bytes: int,
                  out: collections.deque[ClientLink]) -> None:
-    """Thread body: accept client jobs until a stop connection arrives (collective over servers)."""
+    """Thread body: take in client jobs until a stop hello (docs/protocol.md, "connect").
+
+    Shard 0 accepts on its port with ``MPI_COMM_SELF`` (waiting there costs no CPU), hears the
+    hello and tells the other shards (``JOIN_TAG`` on ``shard_comm``); they poll for that
+    message, sleeping in between. Then all shards and the job widen the link together."""
     MPI = mpi()
+    shard, nshards = shard_comm.Get_rank(), shard_comm.Get_size()
+    purpose_buf = np.zeros(1, np.int32)
     while True:
-        inter = accept_comm.Accept(port, MPI.INFO_NULL, 0)
-        link = setup_server_side(inter, slot_bytes)
-        if link is None:
-            inter.Disconnect()
-            return
-        out.append(ClientLink.of(link, "connect"))
+        bridge = None
+        if shard == 0:
+            first = MPI.COMM_SELF.Accept(port, MPI.INFO_NULL, 0)
+            purpose_buf[0] = hear_hello(first)
+            for other in range(1, nshards):
+                shard_comm.Send(purpose_buf, other, JOIN_TAG)
+            if purpose_buf[0] == PURPOSE_STOP:
+                first.Disconnect()
+                return
+            bridge = first.Merge(False)
+            first.Free()
+        else:
+            while not shard_comm.Iprobe(0, JOIN_TAG):
+                time.sleep(JOIN_POLL_SECONDS)
+            shard_comm.Recv(purpose_buf, 0, JOIN_TAG)
+            if purpose_buf[0] == PURPOSE_STOP:
+                return
+        inter = shard_comm.Create_intercomm(0, bridge if bridge is not None else MPI.COMM_SELF, 1, WIDEN_TAG)
+        if bridge is not None:
+            bridge.Free()
+        out.append(ClientLink.of(setup_server_side(inter, slot_bytes), "connect"))

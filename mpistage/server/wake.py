@@ -29,7 +29,7 @@ def wake_accept_threads(address: str, timeout: float = 30.0) -> bool:
 
 
 def main() -> None:
-    from ..bootstrap import PURPOSE_STOP, connect, connect_lock, prepare_singleton, read_address, setup_client_side
+    from ..bootstrap import PURPOSE_STOP, connect, connect_lock, prepare_singleton, read_address
     from ..mpienv import mpi
 
     path = sys.argv[1]
@@ -37,9 +37,7 @@ def main() -> None:
     prepare_singleton(address)
     MPI = mpi()
     with connect_lock(path, MPI.COMM_SELF):
-        inter = connect(address, MPI.COMM_SELF)
-        setup_client_side(inter, PURPOSE_STOP)
-    inter.Disconnect()
+        connect(address, MPI.COMM_SELF, PURPOSE_STOP)
 
 
 if __name__ == "__main__":
