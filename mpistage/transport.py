@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,7 +26,6 @@ from .protocol import (
     TAG_REQUEST,
     Header,
     Op,
-    Status,
     pack_message,
     unpack_message,
 )
@@ -37,8 +35,7 @@ from .protocol import (
 RMA_MODES = {"connect", "spawn"}
 
 
-@dataclass
-class PendingReply:
+class PendingReply(NamedTuple):
     """A sent request whose reply has not been read yet (see ``ServerConnection.start``)."""
 
     shard: int
@@ -59,7 +56,7 @@ class ServerConnection:
         self.lock = threading.RLock()
         self._seqs = itertools.cycle(range(SEQ_MIN, SEQ_MAX + 1))
         self.closed = False
-        self._status = self.MPI.Status()
+        self._byte = self.MPI.BYTE
 
     # ------------------------------------------------------------ requests
     def _use_rma(self, payload: list[np.ndarray]) -> bool:
@@ -74,7 +71,7 @@ class ServerConnection:
         if self.closed:
             raise ServerUnreachableError("this process has already said goodbye to the servers")
         inter = self.link.inter
-        nbytes = sum(int(p.nbytes) for p in payload)
+        nbytes = payload[0].nbytes if len(payload) == 1 else sum(int(p.nbytes) for p in payload)
         flags = FLAG_INLINE if one_part_reply else 0
         with self.lock:
             seq = next(self._seqs)
@@ -98,10 +95,10 @@ class ServerConnection:
         reads any payload with :meth:`receive_payload`."""
         inter, status = self.link.inter, self.MPI.Status()
         msg = inter.Mprobe(pending.shard, pending.seq, status)
-        buf = np.empty(status.Get_count(self.MPI.BYTE), np.uint8)
+        buf = np.empty(status.Get_count(self._byte), np.uint8)
         msg.Recv(buf)
         header, fields = unpack_message(buf, REPLY_MAGIC)
-        if header.code != Status.OK:
+        if header.code:  # not Status.OK
             text = bytes(fields[0]).decode(errors="replace") if fields else "no message"
             raise error_for_status(header.code, text)
         return header, fields
