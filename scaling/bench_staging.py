@@ -102,7 +102,9 @@ def role_xjob(args: argparse.Namespace) -> None:
     port_file = Path(args.port_file)
     if args.side == "accept":
         port = MPI.Open_port()
-        port_file.write_text(port)
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(port)
+        tmp.replace(port_file)  # whole or not at all: the other job polls for it
         merged = MPI.COMM_SELF.Accept(port).Merge(True)
     else:
         while not port_file.exists() or not port_file.read_text():
@@ -175,7 +177,7 @@ def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick
                "--port-file", str(port_file), "--out", str(out), *quick]
         acceptor = subprocess.Popen([*job, "--side", "accept"], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-        run([*job, "--side", "connect"], env)
+        run([*job, "--side", "connect"], env, timeout=300)
         acceptor.wait(timeout=60)
     finally:
         ompi.terminate()
