@@ -475,11 +475,7 @@ contains
   integer(enum_kind) function delete_tensor(self, name) result(code)
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: name
-    character(len=:), allocatable :: key
-    type(reply_t) :: r
-    key = make_key(self, name, KIND_TENSOR, .false.)
-    code = check_key(self, key)
-    if (code == SRNoError) code = keyed(OP_DELETE, KIND_TENSOR, key, r)
+    code = delete_kind(self, KIND_TENSOR, name)
   end function
 
   integer(enum_kind) function copy_tensor(self, src_name, dest_name) result(code)
@@ -726,11 +722,7 @@ contains
   integer(enum_kind) function delete_dataset(self, name) result(code)
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: name
-    character(len=:), allocatable :: key
-    type(reply_t) :: r
-    key = make_key(self, name, KIND_DATASET, .false.)
-    code = check_key(self, key)
-    if (code == SRNoError) code = keyed(OP_DELETE, KIND_DATASET, key, r)
+    code = delete_kind(self, KIND_DATASET, name)
   end function
 
   integer(enum_kind) function copy_dataset(self, src_name, dest_name) result(code)
@@ -842,11 +834,7 @@ contains
   integer(enum_kind) function delete_list(self, list_name) result(code)
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: list_name
-    character(len=:), allocatable :: key
-    type(reply_t) :: r
-    key = make_key(self, list_name, KIND_LIST, .false.)
-    code = check_key(self, key)
-    if (code == SRNoError) code = keyed(OP_DELETE, KIND_LIST, key, r)
+    code = delete_kind(self, KIND_LIST, list_name)
   end function
 
   integer(enum_kind) function copy_list(self, src_name, dest_name) result(code)
@@ -1192,6 +1180,18 @@ contains
     end if
     code = self%code
     if (code /= SRNoError) call set_error(self%error)
+  end function
+
+  !> DELETE of a tensor, dataset or list: one key on its own shard.
+  integer(enum_kind) function delete_kind(self, kind, name) result(code)
+    class(client_type), intent(in) :: self
+    character(len=1), intent(in) :: kind
+    character(len=*), intent(in) :: name
+    character(len=:), allocatable :: key
+    type(reply_t) :: r
+    key = make_key(self, name, kind, .false.)
+    code = check_key(self, key)
+    if (code == SRNoError) code = keyed(OP_DELETE, kind, key, r)
   end function
 
   !> Delete a model from every shard.
