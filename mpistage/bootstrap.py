@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ServerUnreachableError
-from .mpienv import mpi
-from .protocol import PROTOCOL_VERSION
+from .mpienv import MPIEXEC_ENV_MARKERS, mpi
+from .protocol import (
+    INTERCOMM_TAG,
+    PROTOCOL_VERSION,
+    PURPOSE_CLIENT,
+    PURPOSE_STOP,
+    ROLE_SERVER,
+    WIDEN_TAG,
+)
 
-ROLE_SERVER = 0
-ROLE_APP = 1
-INTERCOMM_TAG = 4242
-WIDEN_TAG = 4243
-JOIN_TAG = 4244
-PURPOSE_CLIENT = 0
-PURPOSE_STOP = 1
 ADDRESS_ENV = "MPISTAGE_ADDRESS"
 
 
@@ -116,7 +116,7 @@ def read_address(path: str | os.PathLike[str]) -> Address:
 
 def launched_by_mpiexec() -> bool:
     """True when ``mpiexec`` started this process (as opposed to a singleton)."""
-    return "OMPI_COMM_WORLD_SIZE" in os.environ or "PMIX_RANK" in os.environ
+    return any(name in os.environ for name in MPIEXEC_ENV_MARKERS)
 
 
 def prepare_singleton(address: Address) -> None:

@@ -20,6 +20,9 @@ ROOT_DEFAULTS: dict[str, str] = {
     "OMPI_ALLOW_RUN_AS_ROOT": "1",
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
 }
+#: Environment variables that ``mpiexec`` sets in every process it starts: when none is set, the
+#: process is a singleton (started without ``mpiexec``).
+MPIEXEC_ENV_MARKERS: tuple[str, ...] = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
 def apply_defaults(env: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:

@@ -10,7 +10,6 @@ from typing import Any
 
 from .bootstrap import (
     ADDRESS_ENV,
-    ROLE_APP,
     connect,
     connect_lock,
     is_mpmd_app,
@@ -23,6 +22,7 @@ from .bootstrap import (
 )
 from .errors import ServerUnreachableError
 from .mpienv import mpi
+from .protocol import ROLE_APP
 from .transport import ServerConnection
 
 _lock = threading.Lock()

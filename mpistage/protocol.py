@@ -26,6 +26,17 @@ TAG_PEER = 3
 SEQ_MIN = 16
 SEQ_MAX = 32767
 
+#: Tags and values of session setup (docs/protocol.md, "Session setup"): the MPMD world split's
+#: intercommunicator, widening a connected link to every shard, shard 0 telling the other shards
+#: that a job is joining, and the purpose a client group's hello carries.
+INTERCOMM_TAG = 4242
+WIDEN_TAG = 4243
+JOIN_TAG = 4244
+PURPOSE_CLIENT = 0
+PURPOSE_STOP = 1
+ROLE_SERVER = 0
+ROLE_APP = 1
+
 #: Header flag: the payload lies in the client's slot of the shard's one-sided window instead of
 #: following as messages (single-part payloads of at least RMA_MIN_BYTES only).
 FLAG_RMA = 1

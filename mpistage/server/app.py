@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bootstrap import ROLE_SERVER, Address, hear_hello, setup_server_side, split_world, write_address
+from ..bootstrap import Address, hear_hello, setup_server_side, split_world, write_address
 from ..errors import BadArgumentError
 from ..mpienv import mpi
-from ..protocol import PROTOCOL_VERSION, Op, Status
+from ..protocol import PROTOCOL_VERSION, ROLE_SERVER, Op, Status
 from ..store import ShardStore
 from .engine import InferenceEngine
 from .handlers import Reply, Request, StoreHandlers, info_reply

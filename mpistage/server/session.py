@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..bootstrap import JOIN_TAG, PURPOSE_STOP, WIDEN_TAG, Link, hear_hello, release, setup_server_side
+from ..bootstrap import Link, hear_hello, release, setup_server_side
 from ..mpienv import mpi
+from ..protocol import JOIN_TAG, PURPOSE_STOP, WIDEN_TAG
 
 JOIN_POLL_SECONDS = 0.002  # how often shards other than 0 look for a joining job
 

@@ -29,8 +29,9 @@ def wake_accept_threads(address: str, timeout: float = 30.0) -> bool:
 
 
 def main() -> None:
-    from ..bootstrap import PURPOSE_STOP, connect, connect_lock, prepare_singleton, read_address
+    from ..bootstrap import connect, connect_lock, prepare_singleton, read_address
     from ..mpienv import mpi
+    from ..protocol import PURPOSE_STOP
 
     path = sys.argv[1]
     address = read_address(path)
