@@ -1,6 +1,7 @@
 """mpistage: couple running MPI simulations to a sharded tensor store and PyTorch inference
 on dedicated MPI server ranks. The public API is what this module exports."""
 
+from ._mpi.process import app_comm, close_connection
 from .client import Client
 from .dataset import Dataset
 from .errors import (
@@ -13,7 +14,6 @@ from .errors import (
                      StoreFullError,
                      UnknownOperationError,
 )
-from .process_link import app_comm, close_connection
 
 __version__ = "0.1.0"
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from ._mpi.connection import ServerConnection
+from ._mpi.process import get_connection
 from .client_engine import EngineClientMixin
 from .dataset import Dataset
 from .errors import BadArgumentError, KeyNotFoundError
-from .process_link import get_connection
 from .protocol import (
     Kind,
     Op,
@@ -30,7 +31,6 @@ from .protocol import (
     unpack_metadata,
 )
 from .router import shard_of
-from .transport import ServerConnection
 
 
 def _i64(value: int) -> bytes:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ._mpi.connection import PendingReply, ServerConnection
 from .errors import BadArgumentError, MpistageError
 from .protocol import U32, U64, Kind, Op
-from .transport import PendingReply, ServerConnection
 
 DEVICES = ("CPU", "GPU")
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 import mpistage
-from mpistage.process_link import app_comm
+from mpistage import app_comm
 
 SHAPE4 = (3, 4, 5, 2)
 TYPES = {"r4": np.float32, "r8": np.float64, "i1": np.int8, "i2": np.int16, "i4": np.int32, "i8": np.int64}

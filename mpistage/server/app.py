@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bootstrap import Address, hear_hello, setup_server_side, split_world, write_address
+from .._mpi.connfile import Address, write_address
+from .._mpi.links import LinkKind, hear_hello, setup_server_side, split_world
 from ..errors import BadArgumentError
 from ..mpienv import mpi
 from ..protocol import PROTOCOL_VERSION, ROLE_SERVER, Op, Status
@@ -68,7 +69,7 @@ class ShardServer:
         self.loop = ProgressLoop(self.shard, self.nshards, handlers, args.payload_timeout)
         # Engine traffic between shards: the same requests, on a communicator of the servers.
         peer = self.comm.Dup()
-        self.loop.add_link(ClientLink(peer, "peer"))
+        self.loop.add_link(ClientLink(peer, LinkKind.PEER))
         node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
         self.engine = InferenceEngine(self.store, self.loop, peer, self.shard, self.nshards,
                                       local_rank=node.Get_rank())
@@ -86,7 +87,7 @@ class ShardServer:
             "tensors": len(s.tensors), "datasets": len(s.datasets), "lists": len(s.lists),
             "bytes_used": s.used_bytes, "max_bytes": s.max_bytes,
             "requests": self.loop.stats.requests, "errors": self.loop.stats.errors,
-            "client_jobs": sum(link.mode != "peer" for link in self.loop.links),
+            "client_jobs": sum(link.kind != LinkKind.PEER for link in self.loop.links),
             "uptime_s": round(time.time() - self.started, 3), "engine": self.engine.stats(),
         })
 
@@ -122,8 +123,8 @@ class ShardServer:
     def serve(self) -> None:
         if self.split.remote is not None:
             hear_hello(self.split.remote)
-            link = setup_server_side(self.split.remote, self.args.rma_slot)
-            self.loop.add_link(ClientLink.of(link, "mpmd"))
+            link = setup_server_side(self.split.remote, LinkKind.MPMD, self.args.rma_slot)
+            self.loop.add_link(ClientLink.of(link))
         address = self.args.address
         if address is None and self.split.remote is None:
             raise SystemExit("mpistage-server: no client ranks in this job and no --address "

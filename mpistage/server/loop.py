@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._mpi.links import LinkKind
 from ..errors import MpistageError, ProtocolError, UnknownOperationError
 from ..mpienv import mpi
 from ..protocol import (
@@ -95,7 +96,7 @@ class ProgressLoop:
         t = threading.Thread(target=link.free, name="mpistage-release", daemon=True)
         t.start()
         self._threads.append(t)
-        if self.stop_when_idle_links and all(lk.mode == "peer" for lk in self.links):
+        if self.stop_when_idle_links and all(lk.kind == LinkKind.PEER for lk in self.links):
             self.stopping = True
 
     # ------------------------------------------------------------ replies

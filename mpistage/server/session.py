@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bootstrap import Link, hear_hello, release, setup_server_side
+from .._mpi.links import Link, LinkKind, hear_hello, release, setup_server_side
 from ..mpienv import mpi
 from ..protocol import JOIN_TAG, PURPOSE_STOP, WIDEN_TAG
 
@@ -18,17 +18,17 @@ JOIN_POLL_SECONDS = 0.002  # how often shards other than 0 look for a joining jo
 
 @dataclass
 class ClientLink:
-    """One client job as a server rank sees it; or, with mode "peer" and no ``link``, the other
+    """One client job as a server rank sees it; or, with kind PEER and no ``link``, the other
     server ranks (engine traffic uses the same requests over a server communicator)."""
 
     comm: Any
-    mode: str  # "mpmd", "connect", "spawn" or "peer"
+    kind: LinkKind
     link: Link | None = None
     byes: set[int] = field(default_factory=set)
 
     @classmethod
-    def of(cls, link: Link, mode: str) -> ClientLink:
-        return cls(link.inter, mode, link)
+    def of(cls, link: Link) -> ClientLink:
+        return cls(link.inter, link.kind, link)
 
     @property
     def nclients(self) -> int:
@@ -51,7 +51,7 @@ class ClientLink:
 
     def free(self) -> None:
         if self.link is not None:
-            release(self.link, disconnect=self.mode == "connect")
+            release(self.link)
 
 
 def accept_links(shard_comm: Any, port: str | None, slot_bytes: int,
@@ -85,4 +85,4 @@ def accept_links(shard_comm: Any, port: str | None, slot_bytes: int,
         inter = shard_comm.Create_intercomm(0, bridge if bridge is not None else MPI.COMM_SELF, 1, WIDEN_TAG)
         if bridge is not None:
             bridge.Free()
-        out.append(ClientLink.of(setup_server_side(inter, slot_bytes), "connect"))
+        out.append(ClientLink.of(setup_server_side(inter, LinkKind.CONNECT, slot_bytes)))

@@ -29,7 +29,8 @@ def wake_accept_threads(address: str, timeout: float = 30.0) -> bool:
 
 
 def main() -> None:
-    from ..bootstrap import connect, connect_lock, prepare_singleton, read_address
+    from .._mpi.bootstrap import connect
+    from .._mpi.connfile import connect_lock, prepare_singleton, read_address
     from ..mpienv import mpi
     from ..protocol import PURPOSE_STOP
 

@@ -5,7 +5,7 @@ import numpy as np
 
 import mpistage
 from mpistage import Client
-from mpistage.process_link import get_connection
+from mpistage._mpi.process import get_connection
 from mpistage.protocol import (
     HEADER,
     REPLY_MAGIC,

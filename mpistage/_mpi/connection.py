@@ -10,10 +10,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .bootstrap import Link, release
-from .errors import ProtocolError, ServerUnreachableError, error_for_status
-from .mpienv import mpi
-from .protocol import (
+from ..errors import ProtocolError, ServerUnreachableError, error_for_status
+from ..mpienv import mpi
+from ..protocol import (
     FLAG_INLINE,
     FLAG_RMA,
     INLINE_MAX_BYTES,
@@ -29,10 +28,7 @@ from .protocol import (
     pack_message,
     unpack_message,
 )
-
-#: Modes whose large payloads go through the one-sided window; within one MPMD world
-#: point-to-point is as fast (see docs/performance.md).
-RMA_MODES = {"connect", "spawn"}
+from .links import Link, release
 
 
 class PendingReply(NamedTuple):
@@ -45,14 +41,13 @@ class PendingReply(NamedTuple):
 class ServerConnection:
     """The link from this process to every shard; thread-safe (requests are serialized)."""
 
-    def __init__(self, link: Link, mode: str, app_comm: Any) -> None:
+    def __init__(self, link: Link, app_comm: Any) -> None:
         self.MPI = mpi()
         self.link = link
-        self.mode = mode
         self.app_comm = app_comm
         self.nshards = link.inter.Get_remote_size()
         self.rank = link.inter.Get_rank()
-        self.rma = mode in RMA_MODES and link.slot_bytes > 0
+        self.rma = link.kind.crosses_jobs and link.slot_bytes > 0
         self.lock = threading.RLock()
         self._seqs = itertools.cycle(range(SEQ_MIN, SEQ_MAX + 1))
         self.closed = False
@@ -160,4 +155,4 @@ class ServerConnection:
             for shard in range(self.nshards):
                 self.request(shard, Op.BYE, [])
             self.closed = True
-            release(self.link, disconnect=self.mode == "connect")
+            release(self.link)

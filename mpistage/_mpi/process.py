@@ -8,22 +8,13 @@ import os
 import threading
 from typing import Any
 
-from .bootstrap import (
-    ADDRESS_ENV,
-    connect,
-    connect_lock,
-    is_mpmd_app,
-    launched_by_mpiexec,
-    prepare_singleton,
-    read_address,
-    say_hello,
-    setup_client_side,
-    split_world,
-)
-from .errors import ServerUnreachableError
-from .mpienv import mpi
-from .protocol import ROLE_APP
-from .transport import ServerConnection
+from ..errors import ServerUnreachableError
+from ..mpienv import mpi
+from ..protocol import ROLE_APP
+from .bootstrap import connect
+from .connection import ServerConnection
+from .connfile import ADDRESS_ENV, connect_lock, launched_by_mpiexec, prepare_singleton, read_address
+from .links import LinkKind, is_mpmd_app, say_hello, setup_client_side, split_world
 
 _lock = threading.Lock()
 _connection: ServerConnection | None = None
@@ -44,8 +35,8 @@ def _open(address: str | None, comm: Any) -> ServerConnection:
         MPI = mpi()
         comm = comm if comm is not None else MPI.COMM_WORLD
         with connect_lock(address, comm):
-            link = setup_client_side(connect(addr, comm))
-        return ServerConnection(link, "connect", comm)
+            link = setup_client_side(connect(addr, comm), LinkKind.CONNECT)
+        return ServerConnection(link, comm)
     if not is_mpmd_app():
         raise ServerUnreachableError(
             "no servers: start this program after the servers in one MPMD job "
@@ -57,7 +48,7 @@ def _open(address: str | None, comm: Any) -> ServerConnection:
         raise ServerUnreachableError("this MPMD job has no server ranks")
     _app_comm = split.local
     say_hello(split.remote)
-    return ServerConnection(setup_client_side(split.remote), "mpmd", split.local)
+    return ServerConnection(setup_client_side(split.remote, LinkKind.MPMD), split.local)
 
 
 def get_connection(address: str | None = None, comm: Any = None) -> ServerConnection:
@@ -84,5 +75,5 @@ def close_connection() -> None:
     global _mpmd_done
     with _lock:
         if _connection is not None and not _connection.closed:
-            _mpmd_done = _connection.mode == "mpmd"
+            _mpmd_done = _connection.link.kind == LinkKind.MPMD
             _connection.close()
