@@ -12,28 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .mpienv import apply_defaults
+from .jobs import mpi_environ, server_command
 
 URI_FILE = "ompi-server.uri"
 ADDRESS_FILE = "address"
 PIDS_FILE = "pids.json"
-
-
-def mpi_environ() -> dict[str, str]:
-    """This process's environment with the Open MPI defaults mpistage needs."""
-    return apply_defaults(dict(os.environ))
-
-
-def server_command() -> list[str]:
-    exe = shutil.which("mpistage-server", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mpistage.server"]
 
 
 def _strip_dashes(cmd: list[str]) -> list[str]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,29 +25,11 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mpistage.fortran_config import fflags, flibs, prefix  # noqa: E402
+from mpistage.jobs import server_command  # noqa: E402
 from mpistage.mpienv import apply_defaults  # noqa: E402
 
-
-def summarize(times: np.ndarray, nbytes: int) -> dict[str, float]:
-    """As scaling/bench_staging.py."""
-    p50, p99 = np.percentile(times, [50, 99])
-    return {"count": int(times.size), "p50_us": round(p50 * 1e6, 2), "p99_us": round(p99 * 1e6, 2),
-            "ops_per_s": round(1 / times.mean(), 1), "mb_per_s": round(nbytes / p50 / 1e6, 1)}
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> None:
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    try:
-        if proc.wait(timeout=timeout) != 0:
-            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise SystemExit(f"timed out: {' '.join(cmd)}") from None
-
-
-def server_command() -> list[str]:
-    exe = Path(sys.executable).parent / "mpistage-server"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "mpistage.server"]
+sys.path.insert(0, str(HERE.parent))
+from common import run_job, summarize  # noqa: E402
 
 
 def fortran_records(quick: bool) -> list[dict]:
@@ -57,14 +37,14 @@ def fortran_records(quick: bool) -> list[dict]:
     env = apply_defaults(dict(os.environ))
     env.pop("MPISTAGE_ADDRESS", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    run(["make", "-s", "-C", str(ROOT / "fortran")], env)
+    run_job(["make", "-s", "-C", str(ROOT / "fortran")], env)
     where = prefix()
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "bench_fortran_client"
-        run(["mpif90", "-O2", "-ffree-line-length-none", str(HERE.parent / "bench_fortran_client.f90"),
+        run_job(["mpif90", "-O2", "-ffree-line-length-none", str(HERE.parent / "bench_fortran_client.f90"),
              *fflags(where).split(), *flibs(where).split(), f"-J{tmp}", "-o", str(exe)], env)
         raw = Path(tmp) / "times.txt"
-        run(["mpiexec", "-n", "1", *server_command(), ":", "-n", "1", str(exe), str(raw),
+        run_job(["mpiexec", "-n", "1", *server_command(), ":", "-n", "1", str(exe), str(raw),
              *(["quick"] if quick else [])], env)
         records = []
         for line in raw.read_text().splitlines():

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_job, summarize  # noqa: E402
+
 SIZES = {"8B": 8, "4KiB": 4 << 10, "48KiB": 48 << 10, "602KiB": 224 * 224 * 3 * 4,
          "4MiB": 4 << 20, "16MiB": 16 << 20}
 HERE = Path(__file__).resolve()
@@ -33,12 +36,6 @@ HERE = Path(__file__).resolve()
 def iterations(nbytes: int, quick: bool) -> int:
     n = 2000 if nbytes <= 4096 else 400 if nbytes <= 65536 else 60 if nbytes <= 1 << 20 else 15
     return max(5, n // 4) if quick else n
-
-
-def summarize(times: np.ndarray, nbytes: int) -> dict[str, float]:
-    p50, p99 = np.percentile(times, [50, 99])
-    return {"count": int(times.size), "p50_us": round(p50 * 1e6, 2), "p99_us": round(p99 * 1e6, 2),
-            "ops_per_s": round(1 / times.mean(), 1), "mb_per_s": round(nbytes / p50 / 1e6, 1)}
 
 
 # ------------------------------------------------------------------ roles (run under mpiexec)
@@ -151,13 +148,6 @@ def role_client(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------ driver
 
-def run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> None:
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, start_new_session=True)
-    if proc.returncode:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}")
-
-
 def with_ratio(rec: dict, raw: dict) -> dict:
     """Add the baseline it is compared with, and the ratio of the two p50 times."""
     rec.update(baseline=raw["operation"], baseline_p50_us=raw["p50_us"],
@@ -177,7 +167,7 @@ def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick
                "--port-file", str(port_file), "--out", str(out), *quick]
         acceptor = subprocess.Popen([*job, "--side", "accept"], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-        run([*job, "--side", "connect"], env, timeout=300)
+        run_job([*job, "--side", "connect"], env, timeout=300)
         acceptor.wait(timeout=60)
     finally:
         ompi.terminate()
@@ -194,7 +184,7 @@ def drive(args: argparse.Namespace) -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.json"
-        run(["mpiexec", "-n", "2", py, str(HERE), "--role", "baseline", "--out", str(base), *quick], env)
+        run_job(["mpiexec", "-n", "2", py, str(HERE), "--role", "baseline", "--out", str(base), *quick], env)
         baseline = {(r["operation"], r["size"]): r for r in json.loads(base.read_text())}
         xbase = Path(tmp) / "xjob.json"
         cross_job_baseline(py, env, Path(tmp), xbase, quick)
@@ -205,15 +195,15 @@ def drive(args: argparse.Namespace) -> None:
                     out = Path(tmp) / f"{mode}-{shards}-{clients}.json"
                     role = [py, str(HERE), "--role", "client", "--out", str(out), *quick]
                     if mode == "mpmd":
-                        run([*mpistage_cli, "launch", "--servers", str(shards), "-n", str(clients), "--", *role],
+                        run_job([*mpistage_cli, "launch", "--servers", str(shards), "-n", str(clients), "--", *role],
                             env)
                     else:
                         run_dir = Path(tmp) / f"run-{shards}-{clients}"
-                        run([*mpistage_cli, "start", "--shards", str(shards), "--dir", str(run_dir)], env)
+                        run_job([*mpistage_cli, "start", "--shards", str(shards), "--dir", str(run_dir)], env)
                         try:
-                            run([*mpistage_cli, "run", "--dir", str(run_dir), "-n", str(clients), "--", *role], env)
+                            run_job([*mpistage_cli, "run", "--dir", str(run_dir), "-n", str(clients), "--", *role], env)
                         finally:
-                            run([*mpistage_cli, "stop", "--dir", str(run_dir)], env)
+                            run_job([*mpistage_cli, "stop", "--dir", str(run_dir)], env)
                     for rec in json.loads(out.read_text()):
                         if mode == "mpmd":
                             raw = baseline[("raw_p2p", rec["size"])]

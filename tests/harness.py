@@ -4,7 +4,6 @@ timeout; on timeout the whole group is killed and the test fails with what the j
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -12,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from mpistage.cli import mpi_environ, server_command
+from mpistage.jobs import JobTimeout, run_bounded, server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -22,19 +21,12 @@ PYTHON = sys.executable
 def run(cmd: Sequence[str], timeout: float = 120, env: dict[str, str] | None = None,
         check: bool = True, cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
     """Run ``cmd``; kill its process group and fail on timeout; fail on a non-zero exit if ``check``."""
-    full_env = mpi_environ()
-    full_env.update(env or {})
-    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=full_env, cwd=cwd, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"timed out after {timeout} s: {' '.join(map(str, cmd))}\n{out}") from None
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {' '.join(map(str, cmd))}\n{out}")
+        result = run_bounded(cmd, timeout, env, cwd)
+    except JobTimeout as exc:
+        raise AssertionError(str(exc)) from None
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}: {' '.join(map(str, cmd))}\n{result.stdout}")
     return result
 
 
