@@ -7,6 +7,7 @@ runs in its own process group under a timeout and is killed whole when it runs o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mpistage.mpienv import apply_defaults
+from mpistage.protocol import DTYPE_CODES
 
 ROOT = Path(__file__).resolve().parent.parent
 FORTRAN = ROOT / "fortran"
@@ -87,10 +90,37 @@ def engine_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return script, model
 
 
-def test_routing_vectors(built: Path) -> None:
-    """docs/protocol.md section 4: CRC16 / hash slot / shard test vectors, in Fortran."""
-    out = run([str(built / "routing")]).stdout
-    assert "8 test vectors ok" in out
+def vector_lines() -> list[str]:
+    """docs/protocol_vectors.json as fortran/tests/vectors.f90's input lines (hex bytes, '-' empty)."""
+    vectors = json.loads((ROOT / "docs" / "protocol_vectors.json").read_text())
+
+    def hx(text: str) -> str:
+        return text.replace(" ", "") or "-"
+
+    lines = []
+    for v in vectors["routing"]:
+        shards = " ".join(f"{n} {s}" for n, s in v["shard_of"].items())
+        lines.append(f"route {v['key'].encode().hex()} {v['crc16'] or '-'} {v['slot']} {len(v['shard_of'])} {shards}")
+    for v in vectors["messages"]:
+        kind = {"MPSQ": "request", "MPSR": "reply"}[v["magic"]]
+        fields = " ".join(hx(f) for f in v["fields"])
+        lines.append(f"{kind} {v['code']} {v['seq']} {v['flags']} {v['payload_bytes']} {len(v['fields'])} "
+                     f"{fields} {hx(v['hex'])}")
+    for v in vectors["descriptors"]:
+        code = DTYPE_CODES[np.dtype(v["dtype"])]
+        dims = " ".join(str(d) for d in v["shape"])
+        lines.append(f"desc {code} {v['order']} {len(v['shape'])} {dims} {hx(v['hex'])}")
+    return lines
+
+
+def test_protocol_vectors(built: Path) -> None:
+    """docs/protocol_vectors.json in Fortran: routing (CRC16, slot, shard), request messages packed
+    with mpistage_wire, replies parsed, descriptors packed and parsed (no MPI, no servers)."""
+    lines = vector_lines()
+    proc = subprocess.run([str(built / "vectors")], input="\n".join(lines) + "\n", capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"vectors: {len(lines)} checked, 0 failures" in proc.stdout, proc.stdout
 
 
 def test_mpmd_roundtrip(built: Path, tmp_path: Path) -> None:
@@ -147,13 +177,18 @@ def test_connect_without_mpiexec(built: Path, tmp_path: Path) -> None:
 
 def test_engine_from_fortran(built: Path, engine_files: tuple[Path, Path], tmp_path: Path) -> None:
     """set_script_from_file / set_model_from_file / run_script / run_model(_async) from Fortran,
-    checked against Fortran's own arithmetic (matmul, sum(dim=2))."""
+    checked against Fortran's own arithmetic (matmul, sum(dim=2)). set_model is all or nothing:
+    bytes that are not TorchScript give an error and leave the name on no shard (a run on an
+    input of each of the 2 shards fails), and the same name then takes a real model on both."""
     script, model = engine_files
     out = run(["mpiexec", "-n", "2", *SERVER, ":", "-n", "2", str(built / "engine"), str(script), str(model)],
               cwd=tmp_path).stdout
     for r in (0, 1):
         assert f"E{r} engine: 0 failures" in out, out
     assert "ok: model output == matmul(x, W)" in out and "ok: row_sum values" in out
+    assert "ok: set_model of bytes that are not TorchScript: " in out and "ok: no model after a failed" in out, out
+    assert out.count("ok: the refused model is on no shard: ") == 2, out
+    assert out.count("ok: set_model output on shard of ") == 2, out
 
 
 def test_mpistage_config_and_example(built: Path, tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The wire layouts and the key hash against the test vectors in docs/protocol.md."""
+"""The wire layouts and the key hash against docs/protocol_vectors.json (the test vectors of
+docs/protocol.md; the Fortran client checks the same file in tests/test_fortran.py)."""
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,9 +10,7 @@ import pytest
 from mpistage.protocol import (
     HEADER_SIZE,
     ORDER_F,
-    REPLY_MAGIC,
     REQUEST_MAGIC,
-    Op,
     TensorDesc,
     WireError,
     describe,
@@ -19,37 +21,51 @@ from mpistage.protocol import (
 )
 from mpistage.router import crc16, hash_slot, shard_of
 
-VECTORS = [  # key, crc16 (None: hash tag), slot, shard of 2, shard of 3
-    ("123456789", 0x31C3, 12739, 1, 2),
-    ("foo", 0xAF96, 12182, 1, 2),
-    ("bar", 0x93C5, 5061, 0, 0),
-    ("hello", 0xC362, 866, 0, 0),
-    ("{user1000}.following", None, 3443, 0, 0),
-    ("{user1000}.followers", None, 3443, 0, 0),
-    ("foo{}{bar}", 0xE0AB, 8363, 1, 1),
-    ("foo{{bar}}zap", None, 4015, 0, 0),
-]
+VECTORS = json.loads((Path(__file__).resolve().parent.parent / "docs" / "protocol_vectors.json").read_text())
 
 
-@pytest.mark.parametrize("key,crc,slot,of2,of3", VECTORS)
-def test_key_hash_vectors(key, crc, slot, of2, of3):
-    if crc is not None:
-        assert crc16(key.encode()) == crc
-    assert hash_slot(key) == slot
-    assert shard_of(key, 2) == of2 and shard_of(key, 3) == of3
-    assert shard_of(key, 1) == 0
+def unhex(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
 
 
-def test_put_tensor_message_vector():
-    desc, _ = describe(np.zeros(2))
-    msg = pack_message(REQUEST_MAGIC, Op.PUT_TENSOR, 16, [b"x", desc.pack()], 16)
-    assert msg.hex() == ("4d50535101000a00100000000000000002000000000000001000000000000000"
-                         "01000000780c000000020001000200000000000000")
-    reply = pack_message(REPLY_MAGIC, 0, 16, [])
-    assert reply.hex() == "4d505352010000001000000000000000" + "00" * 16
-    header, fields = unpack_message(msg, REQUEST_MAGIC)
-    assert (header.code, header.seq, header.payload_nbytes) == (Op.PUT_TENSOR, 16, 16)
-    assert [bytes(f) for f in fields] == [b"x", desc.pack()]
+def names(group: str) -> list[str]:
+    return [v.get("name", v.get("key")) for v in VECTORS[group]]
+
+
+@pytest.mark.parametrize("v", VECTORS["routing"], ids=names("routing"))
+def test_key_hash_vectors(v):
+    if v["crc16"] is not None:
+        assert crc16(v["key"].encode()) == int(v["crc16"], 16)
+    assert hash_slot(v["key"]) == v["slot"]
+    assert {n: shard_of(v["key"], int(n)) for n in v["shard_of"]} == v["shard_of"]
+
+
+@pytest.mark.parametrize("v", VECTORS["messages"], ids=names("messages"))
+def test_message_vectors(v):
+    magic, fields = v["magic"].encode(), [unhex(f) for f in v["fields"]]
+    msg = pack_message(magic, v["code"], v["seq"], fields, v["payload_bytes"], v["flags"])
+    assert msg == unhex(v["hex"])
+    header, got = unpack_message(msg, magic)
+    assert (header.code, header.seq, header.flags, header.payload_nbytes) == (
+        v["code"], v["seq"], v["flags"], v["payload_bytes"])
+    assert [bytes(f) for f in got] == fields
+
+
+@pytest.mark.parametrize("v", VECTORS["descriptors"], ids=names("descriptors"))
+def test_descriptor_vectors(v):
+    desc = TensorDesc(np.dtype(v["dtype"]), tuple(v["shape"]), v["order"])
+    assert desc.pack() == unhex(v["hex"])
+    assert TensorDesc.unpack(unhex(v["hex"])) == desc
+
+
+@pytest.mark.parametrize("v", VECTORS["metadata"], ids=names("metadata"))
+def test_metadata_vectors(v):
+    scalars = {k: np.array(s["values"], dtype=s["dtype"]) for k, s in v["scalars"].items()}
+    assert pack_metadata(scalars, v["strings"]) == unhex(v["hex"])
+    got_scalars, got_strings = unpack_metadata(unhex(v["hex"]))
+    assert got_strings == v["strings"]
+    assert list(got_scalars) == list(scalars)
+    assert all(np.array_equal(got_scalars[k], a) and got_scalars[k].dtype == a.dtype for k, a in scalars.items())
 
 
 def test_descriptor_roundtrip_keeps_order():

@@ -90,8 +90,7 @@ module mpistage
     procedure :: get_datasets_from_list, get_dataset_list_range
     procedure :: set_model_from_file, set_model, set_script_from_file, set_script
     procedure :: run_model, run_script, run_model_async, run_script_async, delete_model, delete_script
-    procedure :: set_data_source, use_tensor_ensemble_prefix, use_dataset_ensemble_prefix
-    procedure :: use_list_ensemble_prefix, use_model_ensemble_prefix
+    procedure :: set_data_source
     procedure :: get_num_shards
     include 'generated/client_decls.inc'
   end type client_type
@@ -246,7 +245,8 @@ contains
       call set_error('a key must not be empty')
       code = SRParameterError
     else if (len(key) > MAX_KEY_BYTES) then
-      call set_error('key of ' // int_str(int(len(key), int64)) // ' bytes is longer than the limit 1024')
+      call set_error('key of ' // int_str(int(len(key), int64)) // ' bytes is longer than the limit ' // &
+           int_str(int(MAX_KEY_BYTES, int64)))
       code = SRParameterError
     end if
   end function
@@ -264,11 +264,19 @@ contains
     type(reply_t), intent(out) :: r
     character(len=*), intent(in), optional :: more
     type(msg_t) :: m
+    m = keyed_msg(kind, key)
+    if (present(more)) call msg_add_str(m, more)
+    code = link_request(shard(key), op, m, r)
+  end function
+
+  !> The fields kind, key.
+  function keyed_msg(kind, key) result(m)
+    character(len=1), intent(in) :: kind
+    character(len=*), intent(in) :: key
+    type(msg_t) :: m
     call msg_init(m)
     call msg_add_str(m, kind)
     call msg_add_str(m, key)
-    if (present(more)) call msg_add_str(m, more)
-    code = link_request(shard(key), op, m, r)
   end function
 
   integer(enum_kind) function exists_raw(self, kind, key, exists) result(code)
@@ -536,74 +544,6 @@ contains
     if (code == SRNoError .and. op == OP_RENAME) code = keyed(OP_DELETE, kind, src, r)
   end function
 
-  integer(enum_kind) function tensor_exists_l(self, name, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    logical, intent(out) :: exists
-    code = exists_raw(self, KIND_TENSOR, make_key(self, name, KIND_TENSOR, .true.), exists)
-  end function
-
-  !> True when key (taken as it is, no prefix) names a tensor, dataset or list.
-  integer(enum_kind) function key_exists_l(self, key, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: key
-    logical, intent(out) :: exists
-    code = exists_raw(self, KIND_ANY, trim(key), exists)
-  end function
-
-  integer(enum_kind) function model_exists_l(self, name, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    logical, intent(out) :: exists
-    code = exists_raw(self, KIND_MODEL, make_key(self, name, KIND_MODEL, .true.), exists)
-  end function
-
-  integer(enum_kind) function script_exists_l(self, name, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    logical, intent(out) :: exists
-    code = exists_raw(self, KIND_SCRIPT, make_key(self, name, KIND_SCRIPT, .true.), exists)
-  end function
-
-  integer(enum_kind) function dataset_exists_l(self, name, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    logical, intent(out) :: exists
-    code = exists_raw(self, KIND_DATASET, make_key(self, name, KIND_DATASET, .true.), exists)
-  end function
-
-  integer(enum_kind) function poll_tensor_l(self, name, poll_frequency_ms, num_tries, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    integer, intent(in) :: poll_frequency_ms, num_tries
-    logical, intent(out) :: exists
-    code = poll_exists(self, KIND_TENSOR, make_key(self, name, KIND_TENSOR, .true.), poll_frequency_ms, num_tries, exists)
-  end function
-
-  integer(enum_kind) function poll_key_l(self, key, poll_frequency_ms, num_tries, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: key
-    integer, intent(in) :: poll_frequency_ms, num_tries
-    logical, intent(out) :: exists
-    code = poll_exists(self, KIND_ANY, trim(key), poll_frequency_ms, num_tries, exists)
-  end function
-
-  integer(enum_kind) function poll_model_l(self, name, poll_frequency_ms, num_tries, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    integer, intent(in) :: poll_frequency_ms, num_tries
-    logical, intent(out) :: exists
-    code = poll_exists(self, KIND_MODEL, make_key(self, name, KIND_MODEL, .true.), poll_frequency_ms, num_tries, exists)
-  end function
-
-  integer(enum_kind) function poll_dataset_l(self, name, poll_frequency_ms, num_tries, exists) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: name
-    integer, intent(in) :: poll_frequency_ms, num_tries
-    logical, intent(out) :: exists
-    code = poll_exists(self, KIND_DATASET, make_key(self, name, KIND_DATASET, .true.), poll_frequency_ms, num_tries, exists)
-  end function
-
   !> SmartRedis's poll: up to num_tries existence checks, poll_frequency_ms apart.
   integer(enum_kind) function poll_exists(self, kind, key, poll_frequency_ms, num_tries, exists) result(code)
     class(client_type), intent(inout) :: self
@@ -804,33 +744,6 @@ contains
     end do
   end function
 
-  integer(enum_kind) function poll_list_length_l(self, list_name, list_length, poll_frequency_ms, &
-       num_tries, poll_result) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: list_name
-    integer, intent(in) :: list_length, poll_frequency_ms, num_tries
-    logical, intent(out) :: poll_result
-    code = poll_list_length_cmp(self, list_name, list_length, poll_frequency_ms, num_tries, poll_result, 0)
-  end function
-
-  integer(enum_kind) function poll_list_length_gte_l(self, list_name, list_length, poll_frequency_ms, &
-       num_tries, poll_result) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: list_name
-    integer, intent(in) :: list_length, poll_frequency_ms, num_tries
-    logical, intent(out) :: poll_result
-    code = poll_list_length_cmp(self, list_name, list_length, poll_frequency_ms, num_tries, poll_result, 1)
-  end function
-
-  integer(enum_kind) function poll_list_length_lte_l(self, list_name, list_length, poll_frequency_ms, &
-       num_tries, poll_result) result(code)
-    class(client_type), intent(inout) :: self
-    character(len=*), intent(in) :: list_name
-    integer, intent(in) :: list_length, poll_frequency_ms, num_tries
-    logical, intent(out) :: poll_result
-    code = poll_list_length_cmp(self, list_name, list_length, poll_frequency_ms, num_tries, poll_result, 2)
-  end function
-
   integer(enum_kind) function delete_list(self, list_name) result(code)
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: list_name
@@ -858,8 +771,8 @@ contains
     integer :: i, maxlen
     call msg_init(m)
     call msg_add_str(m, key)
-    call msg_add_i64(m, start)
-    call msg_add_i64(m, end)
+    call msg_add_u64(m, start)
+    call msg_add_u64(m, end)
     code = link_request(shard(key), OP_LIST_RANGE, m, r)
     if (code /= SRNoError) then
       allocate(character(len=1) :: items(0))
@@ -933,24 +846,61 @@ contains
     end if
   end function
 
-  !> Send one request with fields `m` and a single raw payload part to every shard.
-  integer(enum_kind) function to_every_shard(op, m, bytes) result(code)
+  !> Send one request (fields `m`, and `bytes` as its one payload part when present) to every
+  !> shard, all before waiting for a reply, then wait for every reply (never stopping at an
+  !> error). Returns the first error, whose message is left as the last error, and in nfailed
+  !> how many shards failed.
+  integer(enum_kind) function every_shard(op, m, nfailed, bytes) result(code)
     integer, intent(in) :: op
     type(msg_t), intent(in) :: m
-    integer(int8), intent(in), target :: bytes(:)
+    integer, intent(out) :: nfailed
+    integer(int8), intent(in), target, optional :: bytes(:)
     type(msg_t) :: mm
     type(reply_t) :: r
-    integer :: s, seq
+    integer :: s
+    integer, allocatable :: seqs(:)
     integer(int64) :: n
-    code = SRNoError
-    n = size(bytes, kind=int64)
+    integer(enum_kind) :: c
+    character(len=:), allocatable :: first_error
+    n = 0
+    if (present(bytes)) n = size(bytes, kind=int64)
+    allocate(seqs(0:link_nshards() - 1))
     do s = 0, link_nshards() - 1
       mm = m
-      seq = link_start(s, op, mm, n)
+      seqs(s) = link_start(s, op, mm, n)
       if (n > 0) call link_send_ptr(s, c_loc(bytes), n)
-      code = link_finish(s, seq, r)
-      if (code /= SRNoError) return
     end do
+    code = SRNoError
+    nfailed = 0
+    do s = 0, link_nshards() - 1
+      c = link_finish(s, seqs(s), r)
+      if (c == SRNoError) cycle
+      nfailed = nfailed + 1
+      if (code == SRNoError) then
+        code = c
+        first_error = get_last_error()
+      end if
+    end do
+    if (code /= SRNoError) call set_error(first_error)
+  end function
+
+  !> SET_MODEL / SET_SCRIPT (fields `m`, payload `bytes`) of `key` on every shard, all or nothing:
+  !> when some shards take it and others fail, `key` is deleted on every shard (an earlier model
+  !> or script of that name too), so a name is never on only some shards. Returns the first error.
+  integer(enum_kind) function set_everywhere(op, kind, key, m, bytes) result(code)
+    integer, intent(in) :: op
+    character(len=1), intent(in) :: kind
+    character(len=*), intent(in) :: key
+    type(msg_t), intent(in) :: m
+    integer(int8), intent(in) :: bytes(:)
+    character(len=:), allocatable :: text
+    integer :: nfailed, ignored
+    integer(enum_kind) :: undo
+    code = every_shard(op, m, nfailed, bytes)
+    if (nfailed == 0 .or. nfailed == link_nshards()) return
+    text = get_last_error()
+    undo = every_shard(OP_DELETE, keyed_msg(kind, key), ignored)
+    call set_error(text // ' (so it was deleted on every shard)')
   end function
 
   integer(enum_kind) function set_model_bytes(self, name, model, backend, device, batch_size, &
@@ -977,7 +927,7 @@ contains
     call msg_add_u64(m, int(opt(batch_size), int64))
     call msg_add_u64(m, int(opt(min_batch_size), int64))
     call msg_add_u64(m, int(opt(min_batch_timeout), int64))
-    code = to_every_shard(OP_SET_MODEL, m, model)
+    code = set_everywhere(OP_SET_MODEL, KIND_MODEL, key, m, model)
   contains
     integer function opt(v)
       integer, intent(in), optional :: v
@@ -1039,7 +989,7 @@ contains
     call msg_init(m)
     call msg_add_str(m, key)
     call msg_add_str(m, device_name(device))
-    code = to_every_shard(OP_SET_SCRIPT, m, script)
+    code = set_everywhere(OP_SET_SCRIPT, KIND_SCRIPT, key, m, script)
   end function
 
   !> Store a TorchScript source file on every shard.
@@ -1207,24 +1157,17 @@ contains
     code = delete_everywhere(self, KIND_SCRIPT, name)
   end function
 
+  !> DELETE of a model or script on every shard (each shard is asked, whatever the others
+  !> answer); returns the first error.
   integer(enum_kind) function delete_everywhere(self, kind, name) result(code)
     class(client_type), intent(in) :: self
     character(len=1), intent(in) :: kind
     character(len=*), intent(in) :: name
     character(len=:), allocatable :: key
-    type(msg_t) :: m
-    type(reply_t) :: r
-    integer :: s
+    integer :: nfailed
     key = make_key(self, name, kind, .false.)
     code = check_key(self, key)
-    if (code /= SRNoError) return
-    do s = 0, link_nshards() - 1
-      call msg_init(m)
-      call msg_add_str(m, kind)
-      call msg_add_str(m, key)
-      code = link_request(s, OP_DELETE, m, r)
-      if (code /= SRNoError) return
-    end do
+    if (code == SRNoError) code = every_shard(OP_DELETE, keyed_msg(kind, key), nfailed)
   end function
 
   ! ================================================================== ensemble prefixes
@@ -1242,34 +1185,6 @@ contains
       return
     end if
     self%get_prefix = trim(source_id)
-  end function
-
-  integer(enum_kind) function use_tensor_ensemble_prefix(self, use_prefix) result(code)
-    class(client_type), intent(inout) :: self
-    logical, intent(in) :: use_prefix
-    self%prefix_tensor = use_prefix
-    code = SRNoError
-  end function
-
-  integer(enum_kind) function use_dataset_ensemble_prefix(self, use_prefix) result(code)
-    class(client_type), intent(inout) :: self
-    logical, intent(in) :: use_prefix
-    self%prefix_dataset = use_prefix
-    code = SRNoError
-  end function
-
-  integer(enum_kind) function use_list_ensemble_prefix(self, use_prefix) result(code)
-    class(client_type), intent(inout) :: self
-    logical, intent(in) :: use_prefix
-    self%prefix_list = use_prefix
-    code = SRNoError
-  end function
-
-  integer(enum_kind) function use_model_ensemble_prefix(self, use_prefix) result(code)
-    class(client_type), intent(inout) :: self
-    logical, intent(in) :: use_prefix
-    self%prefix_model = use_prefix
-    code = SRNoError
   end function
 
   include 'generated/client_procs.inc'

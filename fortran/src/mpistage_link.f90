@@ -1,7 +1,8 @@
 !> The one connection a Fortran process holds to the mpistage servers (shared by every
-!> client_type in it): MPMD world split or MPI_Comm_connect, session setup, requests and
-!> replies, and the goodbye (BYE) that runs from MPI_Finalize through an attribute cached on
-!> MPI_COMM_SELF. Also the last-error text.
+!> client_type in it): MPMD world split, MPI_Comm_connect or the spawn parent, session setup,
+!> requests and replies, and the goodbye (BYE) that runs from MPI_Finalize through an attribute
+!> cached on MPI_COMM_SELF. Also the last-error text. The Open MPI defaults and the singleton
+!> test come from mpistage/mpienv.py (generated/open_mpi_env.inc).
 module mpistage_link
   use mpi_f08
   use, intrinsic :: iso_fortran_env, only : int8, int32, int64, error_unit
@@ -16,7 +17,9 @@ module mpistage_link
        SRInternalError = 3, SRRuntimeError = 4, SRParameterError = 5, SRTimeoutError = 6, &
        SRKeyError = 7, SRInvalidError = 8, SRTypeError = 9
 
-  integer, parameter :: MODE_NONE = 0, MODE_MPMD = 1, MODE_CONNECT = 2
+  !> Link kinds: MPMD world split, connect (connection file + MPI_Comm_connect), spawned by the
+  !> servers' launcher (MPI_Comm_get_parent). Connect and spawn links cross jobs: disconnected at goodbye.
+  integer, parameter :: MODE_NONE = 0, MODE_MPMD = 1, MODE_CONNECT = 2, MODE_SPAWN = 3
 
   logical, save :: is_open = .false.
   logical, save :: mpmd_done = .false.
@@ -37,9 +40,6 @@ module mpistage_link
   public :: link_start, link_finish, link_recv_bytes, link_recv_ptr, link_request, link_send_ptr
   public :: set_error, clear_error, get_last_error, print_last_error, status_code
   public :: mpistage_finalize_at_exit, link_test
-
-  !> MPI tags of the bootstrap (docs/protocol.md §1)
-  integer, parameter :: INTERCOMM_TAG = 4242, WIDEN_TAG = 4243
 
   ! Linux x86_64 values for open(2) and flock(2)
   integer(c_int), parameter :: O_WRONLY = 1, O_CREAT = 64, O_APPEND = 1024, LOCK_EX = 2, LOCK_UN = 8
@@ -151,11 +151,8 @@ contains
     character(len=4096) :: path
     integer :: st, alen, code
     integer(c_int) :: rc
-    rc = c_setenv('OMPI_MCA_osc' // c_null_char, 'ucx' // c_null_char, 0_c_int)
-    rc = c_setenv('OMPI_MCA_osc_ucx_tls' // c_null_char, 'any' // c_null_char, 0_c_int)
-    rc = c_setenv('OMPI_MCA_rmaps_base_oversubscribe' // c_null_char, '1' // c_null_char, 0_c_int)
-    call get_environment_variable('OMPI_COMM_WORLD_SIZE', status=st)
-    if (st == 0) return  ! started by mpiexec: it passes the ompi-server itself
+    call apply_open_mpi_defaults()
+    if (started_by_mpiexec()) return  ! mpiexec passes the ompi-server itself
     call get_environment_variable('MPISTAGE_ADDRESS', value=path, length=alen, status=st)
     if (st /= 0 .or. alen == 0) return
     code = SRNoError
@@ -176,13 +173,15 @@ contains
   end subroutine
 
   !> Open the process's connection (collective over the application ranks). Order as in the
-  !> Python client: MPMD when this program is not the first of an MPMD launch (MPI_APPNUM >= 1),
-  !> so a stray MPISTAGE_ADDRESS cannot split the job; else connect with MPISTAGE_ADDRESS.
+  !> Python client: spawned (MPISTAGE_SPAWNED=1 and a parent intercommunicator); MPMD when this
+  !> program is not the first of an MPMD launch (MPI_APPNUM >= 1), so a stray MPISTAGE_ADDRESS
+  !> cannot split the job; else connect with MPISTAGE_ADDRESS.
   integer(enum_kind) function link_open() result(code)
     character(len=:), allocatable :: address
     integer :: alen, st
     logical :: flag
     integer(MPI_ADDRESS_KIND) :: appnum
+    type(MPI_Comm) :: parent
     code = SRNoError
     if (is_open) return
     if (.not. host_is_little_endian()) then
@@ -193,7 +192,15 @@ contains
     call ensure_mpi()
     appnum = -1
     call MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_APPNUM, appnum, flag)
-    if (flag .and. appnum >= 1) then
+    if (spawned(parent)) then
+      ! the parent intercommunicator is the link: its remote rank i is shard i
+      inter = parent
+      app_comm = MPI_COMM_WORLD
+      have_app_comm = .true.
+      link_mode = MODE_SPAWN
+      call say_hello(inter)
+      call setup_session()
+    else if (flag .and. appnum >= 1) then
       if (mpmd_done) then
         call set_error('this rank has already said goodbye to the MPMD servers')
         code = SRDatabaseError
@@ -222,6 +229,19 @@ contains
     is_open = .true.
   end function
 
+  !> True in a job the servers' launcher spawned: MPISTAGE_SPAWNED is 1 and there is a parent.
+  logical function spawned(parent)
+    type(MPI_Comm), intent(out) :: parent
+    character(len=1) :: value
+    integer :: n, st
+    spawned = .false.
+    parent = MPI_COMM_NULL
+    call get_environment_variable('MPISTAGE_SPAWNED', value=value, length=n, status=st)
+    if (st /= 0 .or. n /= 1 .or. value /= '1') return
+    call MPI_Comm_get_parent(parent)
+    spawned = parent /= MPI_COMM_NULL
+  end function
+
   integer(enum_kind) function open_mpmd() result(code)
     integer :: wrank, wsize, i, leader
     integer(int32), allocatable :: colors(:)
@@ -229,12 +249,12 @@ contains
     code = SRNoError
     call MPI_Comm_rank(MPI_COMM_WORLD, wrank)
     call MPI_Comm_size(MPI_COMM_WORLD, wsize)
-    call MPI_Comm_split(MPI_COMM_WORLD, 1, wrank, local)
+    call MPI_Comm_split(MPI_COMM_WORLD, ROLE_APP, wrank, local)
     allocate(colors(wsize))
-    call MPI_Allgather([1_int32], 1, MPI_INTEGER4, colors, 1, MPI_INTEGER4, MPI_COMM_WORLD)
+    call MPI_Allgather([int(ROLE_APP, int32)], 1, MPI_INTEGER4, colors, 1, MPI_INTEGER4, MPI_COMM_WORLD)
     leader = -1
     do i = 1, wsize
-      if (colors(i) /= 1) then
+      if (colors(i) /= ROLE_APP) then
         leader = i - 1
         exit
       end if
@@ -268,7 +288,7 @@ contains
     end if
     if (protocol /= PROTOCOL_VERSION) then
       call set_error('servers speak protocol ' // int_str(int(protocol, int64)) // &
-           ', this client speaks 1')
+           ', this client speaks ' // int_str(int(PROTOCOL_VERSION, int64)))
       code = SRDatabaseError
       return
     end if
@@ -315,13 +335,13 @@ contains
   end subroutine
 
   !> docs/protocol.md, "Session setup": hello, merge (high), slot_bytes, 0-byte window.
-  !> The client group's hello on an intercommunicator: {protocol version, purpose 0} from rank 0.
+  !> The client group's hello on an intercommunicator: {protocol version, PURPOSE_CLIENT} from rank 0.
   subroutine say_hello(comm)
     type(MPI_Comm), intent(in) :: comm
     integer(int32) :: hello(2)
     integer :: root, rank
     call MPI_Comm_rank(comm, rank)
-    hello = [int(PROTOCOL_VERSION, int32), 0_int32]
+    hello = [int(PROTOCOL_VERSION, int32), int(PURPOSE_CLIENT, int32)]
     root = MPI_PROC_NULL
     if (rank == 0) root = MPI_ROOT
     call MPI_Bcast(hello, 2, MPI_INTEGER4, root, comm)
@@ -373,7 +393,7 @@ contains
     is_open = .false.
     call MPI_Win_free(win)
     call MPI_Comm_free(merged)
-    if (link_mode == MODE_CONNECT) then
+    if (link_mode == MODE_CONNECT .or. link_mode == MODE_SPAWN) then
       call MPI_Comm_disconnect(inter)
     else
       call MPI_Comm_free(inter)
@@ -468,6 +488,9 @@ contains
     seq = link_start(shard, op, m, 0_int64)
     code = link_finish(shard, seq, r)
   end function
+
+  ! ------------------------------------------------------------------ Open MPI environment
+  include 'generated/open_mpi_env.inc'
 
   ! ------------------------------------------------------------------ connection file
   subroutine read_text_file(path, text, code)

@@ -8,30 +8,8 @@ module mpistage_wire
   implicit none
   private
 
-  integer, parameter, public :: PROTOCOL_VERSION = 1
-  integer, parameter, public :: HEADER_BYTES = 32
-  integer, parameter, public :: TAG_REQUEST = 1, TAG_PAYLOAD = 2
-  integer, parameter, public :: SEQ_MIN = 16, SEQ_MAX = 32767
-  integer, parameter, public :: MAX_KEY_BYTES = 1024
-  integer, parameter, public :: HASH_SLOTS = 16384
-
-  ! operation codes
-  integer, parameter, public :: OP_BYE = 1, OP_INFO = 2, OP_PUT_TENSOR = 10, OP_GET_TENSOR = 11, &
-       OP_DELETE = 12, OP_COPY = 13, OP_RENAME = 14, OP_EXISTS = 15, OP_PUT_DATASET = 20, &
-       OP_GET_DATASET = 21, OP_LIST_APPEND = 30, OP_LIST_LENGTH = 31, OP_LIST_RANGE = 32, &
-       OP_SET_MODEL = 50, OP_GET_MODEL = 51, OP_RUN_MODEL = 53, OP_SET_SCRIPT = 54, &
-       OP_GET_SCRIPT = 55, OP_RUN_SCRIPT = 57
-  ! reply status codes
-  integer, parameter, public :: ST_OK = 0, ST_NOT_FOUND = 1, ST_STORE_FULL = 2, ST_PROTOCOL_ERROR = 3, &
-       ST_BAD_ARGUMENT = 4, ST_UNKNOWN_OP = 5, ST_RUNTIME_ERROR = 6, ST_INTERNAL_ERROR = 7
-  ! kinds (one-byte field)
-  character(len=1), parameter, public :: KIND_TENSOR = 'T', KIND_DATASET = 'D', KIND_LIST = 'L', &
-       KIND_MODEL = 'M', KIND_SCRIPT = 'S', KIND_ANY = '*'
-  ! dtype codes and memory orders
-  integer, parameter, public :: DT_FLOAT32 = 1, DT_FLOAT64 = 2, DT_INT8 = 3, DT_INT16 = 4, &
-       DT_INT32 = 5, DT_INT64 = 6, DT_UINT8 = 7, DT_UINT16 = 8
-  integer, parameter, public :: ORDER_C = 0, ORDER_F = 1
-  integer, parameter, public :: META_SCALAR = 1, META_STRING = 2
+  ! op codes, status codes, kinds, dtype codes, tags, flags, limits, session-setup values
+  include 'generated/wire_constants.inc'
 
   !> A request being built: 32 header bytes (filled by msg_finish), then length-prefixed fields.
   type, public :: msg_t
@@ -59,7 +37,7 @@ module mpistage_wire
     integer(int64), allocatable :: shape(:)
   end type desc_t
 
-  public :: msg_init, msg_add, msg_add_str, msg_add_u8, msg_add_u32, msg_add_u64, msg_add_i64, &
+  public :: msg_init, msg_add, msg_add_str, msg_add_u8, msg_add_u32, msg_add_u64, &
        msg_finish, parse_reply, field_bytes, field_str, field_len, field_u8, field_i64, &
        desc_pack, desc_unpack, desc_nbytes, dtype_size, dtype_name, crc16, hash_slot, shard_of, &
        put_u32, put_u64, get_u32, get_u64, str_bytes, bytes_str, reorder_c_to_f, &
@@ -177,13 +155,8 @@ contains
     call msg_add(m, put_u32(v))
   end subroutine
 
+  !> Append an 8-byte field: a u64, or an i64 (the same little-endian two's-complement bytes).
   subroutine msg_add_u64(m, v)
-    type(msg_t), intent(inout) :: m
-    integer(int64), intent(in) :: v
-    call msg_add(m, put_u64(v))
-  end subroutine
-
-  subroutine msg_add_i64(m, v)
     type(msg_t), intent(inout) :: m
     integer(int64), intent(in) :: v
     call msg_add(m, put_u64(v))
@@ -194,7 +167,7 @@ contains
     type(msg_t), intent(inout) :: m
     integer, intent(in) :: op, seq, flags
     integer(int64), intent(in) :: payload_bytes
-    m%b(1:4) = str_bytes('MPSQ')
+    m%b(1:4) = str_bytes(REQUEST_MAGIC)
     m%b(5:6) = transfer(int(PROTOCOL_VERSION, int16), m%b(5:6))
     m%b(7:8) = transfer(int(op, int16), m%b(7:8))
     m%b(9:12) = put_u32(int(seq, int64))
@@ -219,7 +192,7 @@ contains
       err = 'reply shorter than its 32-byte header'
       return
     end if
-    if (bytes_str(r%b(1:4)) /= 'MPSR') then
+    if (bytes_str(r%b(1:4)) /= REPLY_MAGIC) then
       err = 'reply has a bad magic'
       return
     end if
@@ -228,7 +201,7 @@ contains
     r%flags = int(get_u32(r%b, 13_int64))
     nf = get_u32(r%b, 17_int64)
     r%payload_bytes = get_u64(r%b, 25_int64)
-    if (nf > 4096) then
+    if (nf > MAX_FIELDS) then
       err = 'reply has too many fields'
       return
     end if
@@ -288,32 +261,7 @@ contains
   end function
 
   ! ------------------------------------------------------------------ descriptors
-  integer function dtype_size(dtype)
-    integer, intent(in) :: dtype
-    select case (dtype)
-    case (DT_FLOAT32, DT_INT32); dtype_size = 4
-    case (DT_FLOAT64, DT_INT64); dtype_size = 8
-    case (DT_INT8, DT_UINT8); dtype_size = 1
-    case (DT_INT16, DT_UINT16); dtype_size = 2
-    case default; dtype_size = 0
-    end select
-  end function
-
-  function dtype_name(dtype) result(s)
-    integer, intent(in) :: dtype
-    character(len=:), allocatable :: s
-    select case (dtype)
-    case (DT_FLOAT32); s = 'float32'
-    case (DT_FLOAT64); s = 'float64'
-    case (DT_INT8); s = 'int8'
-    case (DT_INT16); s = 'int16'
-    case (DT_INT32); s = 'int32'
-    case (DT_INT64); s = 'int64'
-    case (DT_UINT8); s = 'uint8'
-    case (DT_UINT16); s = 'uint16'
-    case default; s = 'unknown'
-    end select
-  end function
+  include 'generated/wire_dtypes.inc'
 
   function desc_pack(d) result(b)
     type(desc_t), intent(in) :: d

@@ -80,6 +80,8 @@ program engine
   call expect(code /= SRNoError .and. index(get_last_error(), 'no_such_input') > 0, &
        'missing input: ' // get_last_error())
 
+  if (r == 0) call all_or_nothing()
+
   call MPI_Barrier(comm)
   if (r == 0) then
     call ok(client%delete_model('fmodel'), 'delete_model')
@@ -90,6 +92,45 @@ program engine
   if (failures > 0) call MPI_Abort(MPI_COMM_WORLD, 3)
 
 contains
+  !> set_model is all or nothing: bytes that are not TorchScript leave the name on no shard (a
+  !> run on an input of each shard says so); the same name with a real model then runs on each.
+  subroutine all_or_nothing()
+    character(len=:), allocatable :: good
+    character(len=32), allocatable :: keys(:)
+    integer :: u, sz, sh, k
+    code = client%set_model('fbad', 'these bytes are not a TorchScript archive', 'TORCH', 'CPU')
+    call expect(code /= SRNoError .and. index(get_last_error(), 'fbad') > 0, &
+         'set_model of bytes that are not TorchScript: ' // get_last_error())
+    call ok(client%model_exists('fbad', exists), 'model_exists after a failed set_model')
+    call expect(.not. exists, 'no model after a failed set_model')
+    allocate(keys(0:client%get_num_shards() - 1))
+    k = 0
+    do sh = 0, size(keys) - 1
+      do
+        write (keys(sh), '(a,i0)') 'eng.onshard.', k
+        k = k + 1
+        if (mpistage_shard_of(trim(keys(sh)), size(keys)) == sh) exit
+      end do
+      call ok(client%put_tensor(trim(keys(sh)), a, shape(a)), 'put an input on shard: ' // trim(keys(sh)))
+      code = client%run_model('fbad', [trim(keys(sh))], ['eng.onshard.out'])
+      call expect(code /= SRNoError .and. index(get_last_error(), 'fbad') > 0, &
+           'the refused model is on no shard: ' // get_last_error())
+    end do
+    open (newunit=u, file=trim(model_file), access='stream', form='unformatted', status='old', action='read')
+    inquire (unit=u, size=sz)
+    allocate(character(len=sz) :: good)
+    read (u) good
+    close (u)
+    call ok(client%set_model('fbad', good, 'TORCH', 'CPU'), 'set_model of TorchScript bytes')
+    do sh = 0, size(keys) - 1
+      call ok(client%run_model('fbad', [trim(keys(sh))], ['eng.onshard.out']), 'run it on ' // trim(keys(sh)))
+      prod = 0
+      call ok(client%unpack_tensor('eng.onshard.out', prod, shape(prod)), 'unpack its output')
+      call expect(all(prod == matmul(a, w)), 'set_model output on shard of ' // trim(keys(sh)) // ' == matmul(x, W)')
+    end do
+    call ok(client%delete_model('fbad'), 'delete_model after set_model')
+  end subroutine
+
   subroutine ok(c, what)
     integer, intent(in) :: c
     character(len=*), intent(in) :: what
