@@ -1,0 +1,134 @@
+"""The ocean model of examples/ocean: conservation, decomposition, stability, restarts, features.
+
+Each run is the real Fortran model under mpiexec, bounded by a timeout (tests/harness.py kills the
+process group when it runs over); the fields are read back from its files with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from harness import ROOT, run
+
+sys.path.insert(0, str(ROOT / "examples"))
+from ocean import configs, state  # noqa: E402
+from ocean.build import build  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("mpif90") is None or shutil.which("mpiexec") is None,
+                                reason="needs mpif90 and mpiexec (Open MPI + gfortran)")
+TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def ocean_exe() -> Path:
+    return build()
+
+
+def run_ocean(exe: Path, workdir: Path, nml: dict[str, dict[str, Any]], ranks: int = 1,
+              check: bool = True) -> str:
+    """Write ``nml`` to workdir/run.nml and run the model on ``ranks`` ranks there; returns its output."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = state.write_namelist(workdir / "run.nml", nml)
+    return run(["mpiexec", "-n", str(ranks), exe, path], timeout=TIMEOUT, cwd=workdir, check=check).stdout
+
+
+def read_diag(path: Path) -> np.ndarray:
+    """Rows of the diagnostics file: day, ke, hmin, hmax, umax, mass, kappa_mean, e_mean."""
+    return np.loadtxt(path, comments="#", ndmin=2)
+
+
+def small_basin(nx: int, ny: int, days: int, scheme: str = "meke", **run_vars: Any) -> dict[str, dict[str, Any]]:
+    """The double gyre on an nx x ny grid, nu4 and dt scaled from the fine run, h perturbed at the start."""
+    dx_ratio = 1.6e6 / min(nx, ny) / 12.5e3
+    nml = configs.merged(configs.FINE, grid={"nx": nx, "ny": ny},
+                         physics={"nu4": configs.FINE_NU4 * dx_ratio**4},
+                         run={"dt": 2880.0, "days": days, "perturb": 5.0, "seed": 3, **run_vars})
+    nml["closure"] = {"scheme": scheme, **{k: v for k, v in configs.COARSE[4].items() if k.startswith("meke_")}}
+    return nml
+
+
+def test_mass_conserved(ocean_exe: Path, tmp_path: Path) -> None:
+    nml = small_basin(48, 48, 20, output_interval=20, output_prefix="snap", diag_file="diag.txt")
+    run_ocean(ocean_exe, tmp_path, nml, ranks=2)
+    start, end = state.read_state(tmp_path / "snap_d000000.bin"), state.read_state(tmp_path / "snap_d000020.bin")
+    assert end.day == 20
+    assert np.abs(end.h - start.h).max() > 1.0, "h hardly changed: the test would prove nothing"
+    assert end.kappa.max() > 0, "thickness diffusion (MEKE kappa) was off"
+    m0, m1 = math.fsum(start.h.ravel()), math.fsum(end.h.ravel())
+    assert abs(m1 - m0) / m0 < 1e-13, (m0, m1)
+    mass = read_diag(tmp_path / "diag.txt")[:, 5]
+    assert np.ptp(mass) / mass[0] < 1e-13
+
+
+@pytest.mark.parametrize("ranks,px,py", [(4, 2, 2), (3, 3, 1)])
+def test_decomposition_gives_same_fields(ocean_exe: Path, tmp_path: Path, ranks: int, px: int, py: int) -> None:
+    # 41 x 37 cells: blocks of unequal size in both directions
+    nml = small_basin(41, 37, 6, restart_out="end.bin", features_file="features.bin")
+    run_ocean(ocean_exe, tmp_path / "one", nml, ranks=1)
+    run_ocean(ocean_exe, tmp_path / "many", configs.merged(nml, grid={"px": px, "py": py}), ranks=ranks)
+    a, b = state.read_state(tmp_path / "one/end.bin"), state.read_state(tmp_path / "many/end.bin")
+    assert np.abs(a.u).max() > 1e-3, "no flow developed"
+    for name in ("u", "v", "h", "e", "kappa"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.isfinite(x).all()
+        scale = max(np.abs(x).max(), 1e-30)
+        assert np.abs(x - y).max() <= 1e-12 * scale, f"{name} differs by {np.abs(x - y).max()} (scale {scale})"
+    fa = state.read_features(tmp_path / "one/features.bin")[1]
+    fb = state.read_features(tmp_path / "many/features.bin")[1]
+    np.testing.assert_allclose(fb, fa, rtol=1e-10, atol=1e-30)
+
+
+def test_fine_run_stays_finite_and_bounded(ocean_exe: Path, tmp_path: Path) -> None:
+    """40 days of the 12.5 km double gyre from rest (3200 steps) on 2 ranks."""
+    run_ocean(ocean_exe, tmp_path, configs.merged(configs.FINE, run={"days": 40, "diag_file": "diag.txt",
+                                                                     "restart_out": "end.bin"}), ranks=2)
+    d = read_diag(tmp_path / "diag.txt")
+    assert d.shape == (40, 8) and np.isfinite(d).all()
+    ke, hmin, hmax, umax = d[:, 1], d[:, 2], d[:, 3], d[:, 4]
+    assert ke[-1] > ke[0] > 0, "the wind did not spin the gyres up"
+    assert ke.max() < 0.05 and umax.max() < 2.0
+    assert hmin.min() > 400 and hmax.max() < 1200
+    end = state.read_state(tmp_path / "end.bin")
+    assert end.day == 40 and np.isfinite(end.u).all() and np.isfinite(end.h).all()
+    assert np.all(end.u[0] == 0) and np.all(end.u[-1] == 0) and np.all(end.v[:, 0] == 0) and np.all(end.v[:, -1] == 0)
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_meke_closure_stable(ocean_exe: Path, tmp_path: Path, factor: int) -> None:
+    """Two model years of the coarse basin with the MEKE-like closure and its per-resolution constants."""
+    nml = configs.merged(configs.coarse(factor, "meke"),
+                         run={"days": 730, "perturb": 1.0, "diag_file": "diag.txt", "restart_out": "end.bin"})
+    run_ocean(ocean_exe, tmp_path, nml, ranks=2)
+    d = read_diag(tmp_path / "diag.txt")
+    assert d.shape == (730, 8) and np.isfinite(d).all()
+    assert d[:, 1].max() < 0.05 and d[:, 2].min() > 400
+    end = state.read_state(tmp_path / "end.bin")
+    assert np.isfinite(end.e).all() and end.e.min() >= 1e-8 and end.e.max() < 1.0
+    assert end.e.max() > 1e-5, "the sub-grid energy collapsed to its floor everywhere"
+    alpha = configs.COARSE[factor]["meke_alpha"]
+    np.testing.assert_allclose(end.kappa, alpha * np.sqrt(end.e) * 1.6e6 / (configs.FINE_CELLS // factor), rtol=1e-12)
+
+
+def test_restart_continues_exactly(ocean_exe: Path, tmp_path: Path) -> None:
+    base = small_basin(32, 32, 4, restart_out="straight.bin")
+    run_ocean(ocean_exe, tmp_path, base, ranks=2)
+    run_ocean(ocean_exe, tmp_path, configs.merged(base, run={"days": 2, "restart_out": "half.bin"}), ranks=2)
+    run_ocean(ocean_exe, tmp_path, configs.merged(base, run={"days": 2, "restart_in": "half.bin",
+                                                             "restart_out": "resumed.bin"}), ranks=2)
+    a, b = state.read_state(tmp_path / "straight.bin"), state.read_state(tmp_path / "resumed.bin")
+    assert a.day == b.day == 4
+    for name in ("u", "v", "h", "e", "kappa"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_bad_namelist_is_refused(ocean_exe: Path, tmp_path: Path) -> None:
+    out = run_ocean(ocean_exe, tmp_path, configs.merged(configs.FINE, closure={"scheme": "gm"}), check=False)
+    assert "scheme must be none, meke or ml" in out
+    out = run_ocean(ocean_exe, tmp_path, configs.merged(configs.FINE, run={"dt": 1000.0}), check=False)
+    assert "whole number of steps" in out
