@@ -51,6 +51,12 @@ def test_message_vectors(v):
     assert [bytes(f) for f in got] == fields
 
 
+def test_protocol_doc_example_is_the_first_message_vector():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    example = doc[doc.index("## 5. Test vectors"):].split("```")[1]
+    assert unhex(" ".join(example.split())) == unhex(VECTORS["messages"][0]["hex"])
+
+
 @pytest.mark.parametrize("v", VECTORS["descriptors"], ids=names("descriptors"))
 def test_descriptor_vectors(v):
     desc = TensorDesc(np.dtype(v["dtype"]), tuple(v["shape"]), v["order"])
