@@ -2,6 +2,7 @@
 on dedicated MPI server ranks. The public API is what this module exports."""
 
 from ._mpi.process import app_comm, close_connection
+from .backends.base import RunHandle
 from .client import Client
 from .dataset import Dataset
 from .errors import (
@@ -19,6 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadArgumentError", "Client", "Dataset", "KeyNotFoundError", "MpistageError", "ProtocolError",
-    "ServerRuntimeError", "ServerUnreachableError", "StoreFullError", "UnknownOperationError",
-    "app_comm", "close_connection",
+    "RunHandle", "ServerRuntimeError", "ServerUnreachableError", "StoreFullError",
+    "UnknownOperationError", "app_comm", "close_connection",
 ]

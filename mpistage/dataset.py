@@ -25,12 +25,17 @@ class Dataset:
         self._strings: dict[str, list[str]] = {}
 
     def get_name(self) -> str:
+        """The dataset's name (its key, before any ensemble prefix)."""
         return self.name
 
     # ------------------------------------------------------------ tensors
     def add_tensor(self, name: str, data: np.ndarray) -> None:
-        """Add (or replace) a tensor; raises TypeError for an unsupported dtype."""
-        arr = np.asarray(data)
+        """Add (or replace) a copy of ``data`` (as SmartRedis and the Fortran client do: changing
+        the array afterwards does not change the dataset). Raises TypeError for a name that is
+        not a str or an unsupported dtype."""
+        if not isinstance(name, str):
+            raise TypeError(f"a tensor name must be a str, not {type(name).__name__}")
+        arr = np.array(data, order="K", copy=True)
         if arr.dtype.newbyteorder("=") not in DTYPE_CODES:
             raise TypeError(f"dtype {arr.dtype} is not supported")
         self._tensors[name] = arr
@@ -43,6 +48,7 @@ class Dataset:
             raise KeyNotFoundError(f"dataset {self.name!r} has no tensor {name!r}") from None
 
     def get_tensor_names(self) -> list[str]:
+        """The names of its tensors, in the order they were added."""
         return list(self._tensors)
 
     # ------------------------------------------------------------ metadata
@@ -69,16 +75,19 @@ class Dataset:
         self._strings.setdefault(name, []).append(data)
 
     def get_meta_scalars(self, name: str) -> np.ndarray:
+        """The values of metadata field ``name``; raises KeyNotFoundError when there is none."""
         if name not in self._scalars:
             raise KeyNotFoundError(f"dataset {self.name!r} has no metadata scalars {name!r}")
         return np.array(self._scalars[name], dtype=self._scalar_types[name])
 
     def get_meta_strings(self, name: str) -> list[str]:
+        """The strings of metadata field ``name``; raises KeyNotFoundError when there is none."""
         if name not in self._strings:
             raise KeyNotFoundError(f"dataset {self.name!r} has no metadata strings {name!r}")
         return list(self._strings[name])
 
     def get_metadata_field_names(self) -> list[str]:
+        """The names of its metadata fields, scalars first."""
         return list(self._scalars) + list(self._strings)
 
     # ------------------------------------------------------------ wire
@@ -89,6 +98,7 @@ class Dataset:
     @classmethod
     def from_parts(cls, name: str, tensors: dict[str, np.ndarray],
                    scalars: dict[str, np.ndarray], strings: dict[str, list[str]]) -> Dataset:
+        """A dataset from decoded parts (the tensors are taken as they are, not copied)."""
         ds = cls(name)
         ds._tensors = dict(tensors)
         for k, values in scalars.items():

@@ -1,8 +1,23 @@
-"""The exception hierarchy: one base class, one subclass per reply status."""
+"""The exception hierarchy: one base class, one subclass per reply status, and the status codes
+themselves (re-exported by :mod:`mpistage.protocol`, which raises :class:`ProtocolError` for a
+buffer that does not follow the layout). Imports nothing from mpistage."""
 
 from __future__ import annotations
 
-from .protocol import Status
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    """Reply status codes (reply header ``op`` slot)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    STORE_FULL = 2
+    PROTOCOL_ERROR = 3
+    BAD_ARGUMENT = 4
+    UNKNOWN_OP = 5
+    RUNTIME_ERROR = 6
+    INTERNAL_ERROR = 7
 
 
 class MpistageError(RuntimeError):
@@ -27,7 +42,8 @@ class StoreFullError(MpistageError):
 
 
 class ProtocolError(MpistageError):
-    """A message did not follow the wire protocol (see docs/protocol.md)."""
+    """A message did not follow the wire protocol (see docs/protocol.md); ``protocol.WireError``
+    is this class."""
 
     status = Status.PROTOCOL_ERROR
 

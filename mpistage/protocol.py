@@ -14,6 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Status (the reply codes) is defined with the exceptions it maps to and re-exported here, where the
+# rest of the wire vocabulary is (the Fortran generator reads protocol.Status).
+from .errors import ProtocolError
+from .errors import Status as Status
+
 PROTOCOL_VERSION = 1
 REQUEST_MAGIC = b"MPSQ"
 REPLY_MAGIC = b"MPSR"
@@ -83,19 +88,6 @@ class Op(IntEnum):
     RUN_SCRIPT = 57
 
 
-class Status(IntEnum):
-    """Reply status codes (reply header ``op`` slot)."""
-
-    OK = 0
-    NOT_FOUND = 1
-    STORE_FULL = 2
-    PROTOCOL_ERROR = 3
-    BAD_ARGUMENT = 4
-    UNKNOWN_OP = 5
-    RUNTIME_ERROR = 6
-    INTERNAL_ERROR = 7
-
-
 class Kind(IntEnum):
     """What a key names, for DELETE / COPY / RENAME / EXISTS (one byte field)."""
 
@@ -124,8 +116,9 @@ _NATIVE_CODES = dict(DTYPE_CODES)
 CODE_DTYPES: dict[int, np.dtype] = {code: dt.newbyteorder("<") for dt, code in DTYPE_CODES.items()}
 
 
-class WireError(ValueError):
-    """A buffer does not follow the documented layout."""
+#: A buffer does not follow the documented layout: the same class as
+#: :class:`mpistage.errors.ProtocolError`, so a malformed reply reaches a user as an MpistageError.
+WireError = ProtocolError
 
 
 class Header(NamedTuple):

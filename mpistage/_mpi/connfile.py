@@ -19,6 +19,7 @@ from ..mpienv import MPIEXEC_ENV_MARKERS
 from ..protocol import PROTOCOL_VERSION
 
 ADDRESS_ENV = "MPISTAGE_ADDRESS"
+DEFAULT_BACKEND = "mpi"  # what a connection file without a "backend" field means
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,12 @@ class Address:
     shards: int
     protocol: int
     ompi_server_uri: str | None = None
+    backend: str = DEFAULT_BACKEND
 
     def to_json(self) -> str:
-        return json.dumps({"port": self.port, "shards": self.shards, "protocol": self.protocol,
-                           "ompi_server_uri": self.ompi_server_uri}, indent=1)
+        """The connection file's text."""
+        return json.dumps({"backend": self.backend, "port": self.port, "shards": self.shards,
+                           "protocol": self.protocol, "ompi_server_uri": self.ompi_server_uri}, indent=1)
 
 
 def write_address(path: str | os.PathLike[str], address: Address) -> None:
@@ -55,7 +58,7 @@ def read_address(path: str | os.PathLike[str]) -> Address:
     try:
         data = json.loads(Path(path).read_text())
         address = Address(str(data["port"]), int(data["shards"]), int(data["protocol"]),
-                          data.get("ompi_server_uri"))
+                          data.get("ompi_server_uri"), str(data.get("backend", DEFAULT_BACKEND)))
     except FileNotFoundError as exc:
         raise ServerUnreachableError(f"no connection file at {path}: are the servers running?") from exc
     except (ValueError, KeyError, TypeError) as exc:
@@ -64,6 +67,17 @@ def read_address(path: str | os.PathLike[str]) -> Address:
         raise ServerUnreachableError(
             f"servers speak protocol {address.protocol}, this client speaks {PROTOCOL_VERSION}")
     return address
+
+
+def backend_named_in(path: str | os.PathLike[str]) -> str:
+    """The ``"backend"`` field of a connection file (``"mpi"`` when it has none). A file that
+    cannot be read names the default: the backend then reports why it cannot use it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return DEFAULT_BACKEND
+    name = data.get("backend", DEFAULT_BACKEND) if isinstance(data, dict) else DEFAULT_BACKEND
+    return str(name)
 
 
 def launched_by_mpiexec() -> bool:
