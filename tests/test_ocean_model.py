@@ -17,7 +17,7 @@ import pytest
 from harness import ROOT, run
 
 sys.path.insert(0, str(ROOT / "examples"))
-from ocean import configs, state  # noqa: E402
+from ocean import configs, features, state  # noqa: E402
 from ocean.build import build  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("mpif90") is None or shutil.which("mpiexec") is None,
@@ -132,3 +132,81 @@ def test_bad_namelist_is_refused(ocean_exe: Path, tmp_path: Path) -> None:
     assert "scheme must be none, meke or ml" in out
     out = run_ocean(ocean_exe, tmp_path, configs.merged(configs.FINE, run={"dt": 1000.0}), check=False)
     assert "whole number of steps" in out
+
+
+def block_reference(a: np.ndarray, r: int) -> np.ndarray:
+    """Block means by explicit loops over the blocks."""
+    nx, ny = a.shape[0] // r, a.shape[1] // r
+    out = np.empty((nx, ny))
+    for i in range(nx):
+        for j in range(ny):
+            out[i, j] = a[i * r:(i + 1) * r, j * r:(j + 1) * r].mean()
+    return out
+
+
+def features_reference(uc: np.ndarray, vc: np.ndarray, h: np.ndarray, basin: features.Basin) -> np.ndarray:
+    """The four features cell by cell, with the wall neighbour replaced by the cell itself."""
+    nx, ny = h.shape
+    dx, dy = basin.lx / nx, basin.ly / ny
+    out = np.empty((nx, ny, 4))
+    for i in range(nx):
+        for j in range(ny):
+            e, w, n, s = min(i + 1, nx - 1), max(i - 1, 0), min(j + 1, ny - 1), max(j - 1, 0)
+            f = basin.f0 + basin.beta * ((j + 0.5) * dy - basin.ly / 2)
+            out[i, j] = [0.5 * (uc[i, j] ** 2 + vc[i, j] ** 2),
+                         (vc[e, j] - vc[w, j]) / (2 * dx) - (uc[i, n] - uc[i, s]) / (2 * dy),
+                         math.hypot((h[e, j] - h[w, j]) / (2 * dx), (h[i, n] - h[i, s]) / (2 * dy)),
+                         math.sqrt(basin.gprime * h[i, j]) / abs(f) / math.sqrt(dx * dy)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def flow_state(ocean_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[state.OceanState, Path]:
+    """A 64 x 48 basin after 15 days of wind on 4 ranks, with the model's own features of that state."""
+    d = tmp_path_factory.mktemp("flow")
+    nml = configs.merged(small_basin(64, 48, 15, "none", restart_out="end.bin", features_file="features.bin"),
+                         physics={"tau0": 0.2})
+    run_ocean(ocean_exe, d, nml, ranks=4)
+    return state.read_state(d / "end.bin"), d / "features.bin"
+
+
+def test_model_features_match_numpy(flow_state: tuple[state.OceanState, Path]) -> None:
+    s, path = flow_state
+    day, model = state.read_features(path)
+    assert day == s.day == 15
+    basin = features.Basin()
+    uc, vc = features.cell_centred(s.u, s.v)
+    expected = features.features(uc, vc, s.h, basin)
+    assert np.isfinite(model).all() and np.abs(model[..., 1]).max() > 1e-8, "no vorticity to compare"
+    np.testing.assert_allclose(model, expected, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(expected, features_reference(uc, vc, s.h, basin), rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("r", [4, 8])
+def test_coarse_graining_matches_block_loops(flow_state: tuple[state.OceanState, Path], r: int) -> None:
+    s, _ = flow_state
+    uc, vc = features.cell_centred(s.u, s.v)
+    c = features.coarse_grain(s.u, s.v, s.h, r)
+    assert c.h.shape == (64 // r, 48 // r)
+    for got, field in ((c.u, uc), (c.v, vc), (c.h, s.h)):
+        np.testing.assert_allclose(got, block_reference(field, r), rtol=1e-13, atol=1e-15)
+    eke = np.empty_like(c.eke)
+    for i in range(eke.shape[0]):
+        for j in range(eke.shape[1]):
+            bu, bv = uc[i * r:(i + 1) * r, j * r:(j + 1) * r], vc[i * r:(i + 1) * r, j * r:(j + 1) * r]
+            eke[i, j] = 0.5 * (bu.var() + bv.var())
+    np.testing.assert_allclose(c.eke, eke, rtol=1e-8, atol=1e-14)
+    assert c.eke.max() > 1e-8
+    x, y = features.training_samples(s.u, s.v, s.h, r, features.Basin())
+    n = (64 // r - 2) * (48 // r - 2)
+    assert x.shape == (n, 4) and y.shape == (n,)
+    np.testing.assert_allclose(y, np.log(np.maximum(eke[1:-1, 1:-1], features.EKE_FLOOR)).ravel(), rtol=1e-8)
+    np.testing.assert_allclose(x, features_reference(c.u, c.v, c.h, features.Basin())[1:-1, 1:-1].reshape(-1, 4),
+                               rtol=1e-10, atol=1e-300)
+
+
+def test_coarse_graining_refuses_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="does not divide"):
+        features.block_mean(np.zeros((10, 8)), 4)
+    with pytest.raises(ValueError, match="face velocities"):
+        features.cell_centred(np.zeros((5, 4)), np.zeros((5, 4)))
