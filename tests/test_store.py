@@ -5,7 +5,7 @@ import pytest
 
 from mpistage.errors import KeyNotFoundError, StoreFullError
 from mpistage.protocol import Kind, describe
-from mpistage.store import ShardStore, StoredTensor
+from mpistage.server.store import ShardStore, StoredTensor
 
 
 def tensor(n: int) -> StoredTensor:

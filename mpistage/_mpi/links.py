@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..mpienv import mpi
-from ..protocol import INTERCOMM_TAG, PROTOCOL_VERSION, PURPOSE_CLIENT
+from ..protocol import INTERCOMM_TAG, PROTOCOL_VERSION, PURPOSE_CLIENT, RMA_MIN_BYTES
 
 
 class LinkKind(enum.Enum):
@@ -102,9 +102,10 @@ def setup_client_side(inter: Any, kind: LinkKind) -> Link:
 
 def setup_server_side(inter: Any, kind: LinkKind, slot_bytes: int) -> Link:
     """The servers' half of :func:`setup_client_side`: ``slot_bytes`` of window per client rank
-    on links that cross jobs, none otherwise."""
+    on links that cross jobs, none otherwise, and none when ``slot_bytes`` is under
+    ``RMA_MIN_BYTES`` (no payload would go one-sided). Every shard must pass the same value."""
     MPI = mpi()
-    slot_bytes = slot_bytes if kind.crosses_jobs else 0
+    slot_bytes = slot_bytes if kind.crosses_jobs and slot_bytes >= RMA_MIN_BYTES else 0
     merged = inter.Merge(False)
     merged.Bcast(np.array([slot_bytes], np.int64), 0)
     window = MPI.Win.Allocate(slot_bytes * inter.Get_remote_size(), 1, MPI.INFO_NULL, merged)

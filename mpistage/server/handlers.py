@@ -6,7 +6,6 @@ parts already read, and sends the :class:`Reply` back.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,14 +24,16 @@ from ..protocol import (
     decode_key,
     unpack_metadata,
 )
-from ..store import ShardStore, StoredDataset, StoredTensor
+from .store import ShardStore, StoredDataset, StoredTensor
 
 
 @dataclass(slots=True)
 class Request:
-    """One decoded request: who sent it, its header, fields and payload parts."""
+    """One decoded request: the link it came on (a :class:`~mpistage.server.links.ServerLink`),
+    its sender's rank there, its header, fields and payload parts. ``fields`` may point into a
+    receive buffer the loop reuses: a handler that keeps a field past its return copies it."""
 
-    comm: Any
+    link: Any
     source: int
     header: Header
     fields: list[memoryview]
@@ -177,7 +178,7 @@ class StoreHandlers:
 
     def list_length(self, req: Request) -> Reply:
         (list_f,) = expect_fields(req, 1)
-        length = len(self.store.lists.get(decode_key(list_f), []))
+        length = self.store.list_length(decode_key(list_f))
         return Reply(fields=[length.to_bytes(8, "little")])
 
     def list_range(self, req: Request) -> Reply:
@@ -185,8 +186,3 @@ class StoreHandlers:
         items = self.store.list_range(decode_key(list_f), decode_i64(start_f, "start"),
                                       decode_i64(end_f, "end"))
         return Reply(fields=[s.encode() for s in items])
-
-
-def info_reply(info: dict[str, Any]) -> Reply:
-    """The INFO reply: one field of UTF-8 JSON (server to client only, never parsed by a server)."""
-    return Reply(fields=[json.dumps(info).encode()])

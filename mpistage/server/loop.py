@@ -1,33 +1,35 @@
-"""The server rank's progress loop: polls every connected client job, reads each request and
-its payload, hands it to a handler, and sends exactly one reply. It never blocks on a client:
-replies are non-blocking sends, payloads arrive under a deadline, and a bad message gets an
-error reply. New jobs are accepted, and finished ones disconnected, on helper threads.
+"""The server rank's progress loop: polls every link, reads each request and its payload, hands
+it to a handler, and sends exactly one reply. No client can stall it: a request whose payload
+has not fully arrived waits in its sender's slot (per link and source) while the loop serves
+everyone else, and gets an error reply once its deadline passes; small replies are eager sends
+(they complete at once), large ones are driven for at most ``REPLY_PUSH_SECONDS`` and then
+progressed between polls; a bad message gets an error reply. New jobs are accepted, and finished
+ones released, on helper threads.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._mpi.framing import PayloadPath, payload_path
 from .._mpi.links import LinkKind
+from ..backoff import Backoff
 from ..errors import MpistageError, ProtocolError, UnknownOperationError
 from ..mpienv import mpi
 from ..protocol import (
     FLAG_INLINE,
     FLAG_RMA,
-    INLINE_MAX_BYTES,
     MAX_HEADER_BYTES,
     REPLY_MAGIC,
     REQUEST_MAGIC,
-    RMA_MIN_BYTES,
     SEQ_MAX,
     SEQ_MIN,
     TAG_PAYLOAD,
@@ -40,86 +42,107 @@ from ..protocol import (
     unpack_message,
 )
 from .handlers import Handler, Reply, Request
-from .session import ClientLink, accept_links
+from .links import PendingPayload, ServerLink, WindowBudget, accept_links
 from .wake import wake_accept_threads
 
 EAGER_BYTES = 4096  # replies this small go out with a blocking send, which completes at once
 REPLY_PUSH_SECONDS = 0.005  # drive a reply's transfer this long before going back to polling
 SPIN_SECONDS = 0.002  # after the last message, poll without sleeping this long
-MAX_SLEEP = 0.001  # then sleep, doubling from 20 us up to this
+DRAIN_SECONDS = 5.0  # at the end, how long unfinished reply sends may take
+RELEASE_JOIN_SECONDS = 10.0  # at the end, how long each link release may take
+ACCEPT_JOIN_SECONDS = 30.0  # at the end, how long the accept thread may take to stop
 
 
 @dataclass
 class LoopStats:
     requests: int = 0
     errors: int = 0
-    started: float = field(default_factory=time.time)
 
 
 class ProgressLoop:
-    """One server rank's request loop over the links to its client jobs."""
+    """One server rank's request loop over its links. ``alloc(nbytes)`` gives the buffers that
+    payloads are received into (the store's allocator: they are what the store keeps)."""
 
-    def __init__(self, shard: int, nshards: int, handlers: dict[int, Handler],
-                 payload_timeout: float = 10.0) -> None:
+    def __init__(self, shard: int, handlers: dict[int, Handler], payload_timeout: float = 10.0,
+                 alloc: Callable[[int], np.ndarray] | None = None) -> None:
         self.MPI = mpi()
         self.BYTE, self.ANY_SOURCE = self.MPI.BYTE, self.MPI.ANY_SOURCE
         self.shard = shard
-        self.nshards = nshards
         self.handlers = handlers
         self.payload_timeout = payload_timeout
-        self.links: list[ClientLink] = []
-        self.new_links: collections.deque[ClientLink] = collections.deque()
+        self.alloc = alloc or (lambda n: np.empty(n, np.uint8))
+        self.links: list[ServerLink] = []
+        self._polled: tuple[ServerLink, ...] = ()
+        self.new_links: collections.deque[ServerLink] = collections.deque()
         self.soon: collections.deque[Callable[[], None]] = collections.deque()
         self.pending_sends: list[tuple[Any, list[Any]]] = []
         self.stats = LoopStats()
         self.stopping = False
-        self.stop_when_idle_links = False
+        self.stop_after_last_job = False
         self._threads: list[threading.Thread] = []
+        self._accept_thread: threading.Thread | None = None
         self._status = self.MPI.Status()
+        self._recv = np.empty(EAGER_BYTES, np.uint8)  # request headers land here (copied if kept)
 
     # ------------------------------------------------------------ links
-    def add_link(self, link: ClientLink) -> None:
+    def add_link(self, link: ServerLink) -> None:
         self.links.append(link)
+        self._polled = tuple(self.links)
 
-    def start_accepting(self, accept_comm: Any, port: str | None, window_bytes: int) -> None:
+    def start_accepting(self, accept_comm: Any, port: str | None, slot_bytes: int, budget: WindowBudget) -> None:
         """Take in client jobs in a background thread (shard 0 accepts on ``port``)."""
-        t = threading.Thread(target=accept_links,
-                             args=(accept_comm, port, window_bytes, self.new_links),
+        t = threading.Thread(target=accept_links, args=(accept_comm, port, slot_bytes, budget, self.new_links),
                              name="mpistage-accept", daemon=True)
         t.start()
         self._accept_thread = t
 
-    def _retire(self, link: ClientLink) -> None:
+    def _retire(self, link: ServerLink) -> None:
         """Every rank of the link's job said goodbye: release it on a helper thread, since the
         release is collective with that job and must not stall the other jobs."""
         self.links.remove(link)
+        self._polled = tuple(self.links)
+        self._threads = [t for t in self._threads if t.is_alive()]
         t = threading.Thread(target=link.free, name="mpistage-release", daemon=True)
         t.start()
         self._threads.append(t)
-        if self.stop_when_idle_links and all(lk.kind == LinkKind.PEER for lk in self.links):
+        if self.stop_after_last_job and all(lk.kind == LinkKind.PEER for lk in self.links):
             self.stopping = True
 
+    def report(self) -> dict[str, Any]:
+        """Requests, errors and links, for INFO."""
+        return {"requests": self.stats.requests, "errors": self.stats.errors,
+                "client_jobs": sum(link.kind != LinkKind.PEER for link in self.links),
+                "links": [link.report() for link in self.links],
+                "pending_sends": len(self.pending_sends), "release_threads": len(self._threads)}
+
     # ------------------------------------------------------------ replies
-    def reply(self, req: Request, rep: Reply, link: ClientLink | None = None) -> None:
-        """Send ``rep`` for ``req`` without blocking; safe only on the loop's thread. A single
-        large payload goes through the client's window slot when the request allows it."""
-        nbytes = sum(int(p.nbytes) for p in rep.payload) if rep.payload else 0
-        flags = 0
-        if (link is not None and req.header.flags & FLAG_RMA and len(rep.payload) == 1
-                and RMA_MIN_BYTES <= nbytes <= link.slot_bytes):
-            link.slot(req.source)[:nbytes] = rep.payload[0].reshape(-1).view(np.uint8)
-            rep.payload, flags = [], FLAG_RMA
-        elif req.header.flags & FLAG_INLINE and len(rep.payload) == 1 and nbytes <= INLINE_MAX_BYTES:
-            rep.fields = [*rep.fields, rep.payload[0].tobytes()]
-            rep.payload, flags = [], FLAG_INLINE
+    def reply(self, req: Request, rep: Reply) -> None:
+        """Send ``rep`` for ``req`` without blocking; safe only on the loop's thread. The payload
+        takes the path :func:`~mpistage._mpi.framing.payload_path` chooses for what the request
+        allows (inline, the client's window slot, or messages)."""
+        link, flags, nbytes = req.link, 0, 0
+        payload = rep.payload
+        if payload:
+            nbytes = sum(int(p.nbytes) for p in payload)
+            rflags = req.header.flags
+            path = payload_path(len(payload), nbytes, inline=bool(rflags & FLAG_INLINE),
+                                slot_bytes=link.slot_bytes if rflags & FLAG_RMA else 0)
+            if path is PayloadPath.INLINE:
+                rep.fields = [*rep.fields, payload[0].tobytes()]
+                payload = []
+            elif path is PayloadPath.ONE_SIDED:
+                link.slot(req.source)[:nbytes] = payload[0].reshape(-1).view(np.uint8)
+                payload = []
+            flags = path.flag
         head = pack_message(REPLY_MAGIC, rep.status, req.header.seq, rep.fields, nbytes, flags)
         if rep.status != Status.OK:
             self.stats.errors += 1
-        if not rep.payload and len(head) <= EAGER_BYTES:
-            req.comm.Send(head, req.source, req.header.seq)  # eager: completes at once
+        comm = link.comm
+        if not payload and len(head) <= EAGER_BYTES:
+            comm.Send(head, req.source, req.header.seq)  # eager: completes at once
             return
-        bufs: list[Any] = [np.frombuffer(head, np.uint8)] + list(rep.payload)
-        reqs = [req.comm.Isend(b, req.source, req.header.seq) for b in bufs]
+        bufs: list[Any] = [np.frombuffer(head, np.uint8), *payload]
+        reqs = [comm.Isend(b, req.source, req.header.seq) for b in bufs]
         # The client is waiting for exactly this: drive the transfer now, but never for long.
         deadline = time.monotonic() + REPLY_PUSH_SECONDS
         while not self.MPI.Request.Testall(reqs):
@@ -138,78 +161,118 @@ class ProgressLoop:
 
     def _progress_sends(self) -> None:
         if self.pending_sends:
-            self.pending_sends = [(r, b) for r, b in self.pending_sends
-                                  if not self.MPI.Request.Testall(r)]
+            self.pending_sends = [(r, b) for r, b in self.pending_sends if not self.MPI.Request.Testall(r)]
 
     # ------------------------------------------------------------ requests
-    def _receive_payload(self, link: ClientLink, source: int, nbytes: int) -> list[np.ndarray]:
-        """Receive payload parts from ``source`` until ``nbytes`` have arrived, or fail."""
-        parts: list[np.ndarray] = []
-        got = 0
-        deadline = None
-        status = self._status
-        while got < nbytes:
-            msg = link.comm.Improbe(source, TAG_PAYLOAD, status)
-            if msg is None:
-                if deadline is None:
-                    deadline = time.monotonic() + self.payload_timeout
-                elif time.monotonic() > deadline:
-                    raise ProtocolError(f"payload of {nbytes} bytes announced, {got} arrived "
-                                        f"within {self.payload_timeout} s")
-                os.sched_yield()
-                continue
-            buf = np.empty(status.Get_count(self.BYTE), np.uint8)
-            msg.Recv(buf)
-            parts.append(buf)
-            got += buf.nbytes
-        if got != nbytes:
-            raise ProtocolError(f"payload of {got} bytes arrived, the header announced {nbytes}")
-        return parts
-
-    @staticmethod
-    def _read_slot(link: ClientLink, source: int, nbytes: int) -> np.ndarray:
-        if nbytes > link.slot_bytes:
-            raise ProtocolError(f"a one-sided payload of {nbytes} bytes does not fit the "
-                                f"{link.slot_bytes}-byte window slot")
-        return link.slot(source)[:nbytes].copy()
-
-    def _handle(self, link: ClientLink, source: int, raw: np.ndarray) -> None:
+    def _handle(self, link: ServerLink, source: int, raw: np.ndarray) -> None:
+        """A request header just received (``raw`` may be the reused receive buffer)."""
         self.stats.requests += 1
         try:
             header, fields = unpack_message(raw, REQUEST_MAGIC)
         except WireError as exc:
-            seq = _salvage_seq(raw)
-            if seq is not None:
-                self.reply(Request(link.comm, source, Header(0, seq, 0), [], []),
-                           Reply(Status.PROTOCOL_ERROR, [f"malformed request: {exc}".encode()]))
+            self._reply_malformed(link, source, raw, f"malformed request: {exc}")
             return
-        req = Request(link.comm, source, header, fields, [])
+        req = Request(link, source, header, fields, [])
         try:
             if not SEQ_MIN <= header.seq <= SEQ_MAX:
                 raise ProtocolError(f"seq {header.seq} is outside {SEQ_MIN}..{SEQ_MAX}")
-            if header.flags & FLAG_INLINE and header.payload_nbytes:
-                if not fields or len(fields[-1]) != header.payload_nbytes:
-                    raise ProtocolError(f"an inline payload of {header.payload_nbytes} bytes must be the last field")
-                req.payload = [np.frombuffer(fields.pop(), np.uint8)]
-            elif header.flags & FLAG_RMA and header.payload_nbytes:
-                req.payload = [self._read_slot(link, source, header.payload_nbytes)]
-            else:
-                req.payload = self._receive_payload(link, source, header.payload_nbytes)
-            if header.code == Op.BYE:
+            nbytes = header.payload_nbytes
+            if nbytes and header.flags & FLAG_INLINE:
+                if not fields or len(fields[-1]) != nbytes:
+                    raise ProtocolError(f"an inline payload of {nbytes} bytes must be the last field")
+                part = self.alloc(nbytes)
+                part[...] = np.frombuffer(fields.pop(), np.uint8)
+                req.payload.append(part)
+            elif nbytes and header.flags & FLAG_RMA:
+                req.payload.append(self._read_slot(link, source, nbytes))
+            elif nbytes:
+                pending = PendingPayload(req, nbytes, time.monotonic() + self.payload_timeout)
+                if not self._receive_parts(link, source, pending):
+                    req.fields = unpack_message(raw.copy(), REQUEST_MAGIC)[1]  # raw will be reused
+                    link.waiting[source] = pending
+                    return
+        except (MpistageError, WireError) as exc:
+            self.reply(req, Reply.error(exc))
+            return
+        self._dispatch(req)
+
+    def _dispatch(self, req: Request) -> None:
+        """Run the request's handler (its payload is complete) and reply."""
+        link = req.link
+        try:
+            if req.header.code == Op.BYE:
                 self.reply(req, Reply())
-                if link.goodbye(source):
+                if link.goodbye(req.source):
                     self._retire(link)
                 return
-            handler = self.handlers.get(header.code)
+            handler = self.handlers.get(req.header.code)
             if handler is None:
-                raise UnknownOperationError(f"unknown operation code {header.code}")
+                raise UnknownOperationError(f"unknown operation code {req.header.code}")
             rep = handler(req)
         except (MpistageError, WireError) as exc:
             rep = Reply.error(exc)
         except Exception as exc:  # a bug must not kill the shard: report it to the caller
             rep = Reply(Status.INTERNAL_ERROR, [f"internal error: {type(exc).__name__}: {exc}".encode()])
         if rep is not None:
-            self.reply(req, rep, link)
+            self.reply(req, rep)
+
+    def _receive_parts(self, link: ServerLink, source: int, pending: PendingPayload) -> bool:
+        """Receive the payload parts of ``pending`` that have arrived; True once all have.
+        Raises ProtocolError when more bytes arrive than the header announced."""
+        status = self._status
+        payload = pending.request.payload
+        while pending.got < pending.nbytes:
+            msg = link.comm.Improbe(source, TAG_PAYLOAD, status)
+            if msg is None:
+                return False
+            buf = self.alloc(status.Get_count(self.BYTE))
+            msg.Recv(buf)
+            payload.append(buf)
+            pending.got += buf.nbytes
+        if pending.got != pending.nbytes:
+            raise ProtocolError(f"payload of {pending.got} bytes arrived, the header announced {pending.nbytes}")
+        return True
+
+    def _progress_waiting(self, link: ServerLink) -> bool:
+        """Move on the requests of ``link`` that wait for their payload; True if any finished."""
+        now, progressed = time.monotonic(), False
+        for source, pending in list(link.waiting.items()):
+            try:
+                if not self._receive_parts(link, source, pending):
+                    if now <= pending.deadline:
+                        continue
+                    raise ProtocolError(f"payload of {pending.nbytes} bytes announced, {pending.got} "
+                                        f"arrived within {self.payload_timeout} s")
+            except (MpistageError, WireError) as exc:
+                del link.waiting[source]
+                self.reply(pending.request, Reply.error(exc))
+            else:
+                del link.waiting[source]
+                self._dispatch(pending.request)
+            progressed = True
+            self._run_backlog(link, source)
+        return progressed
+
+    def _run_backlog(self, link: ServerLink, source: int) -> None:
+        """Requests ``source`` sent while an earlier one waited for its payload, in order."""
+        queue = link.backlog.get(source)
+        while queue and source not in link.waiting:
+            self._handle(link, source, queue.popleft())
+        if queue is not None and not queue:
+            del link.backlog[source]
+
+    @staticmethod
+    def _read_slot(link: ServerLink, source: int, nbytes: int) -> np.ndarray:
+        if nbytes > link.slot_bytes:
+            raise ProtocolError(f"a one-sided payload of {nbytes} bytes does not fit the "
+                                f"{link.slot_bytes}-byte window slot")
+        return link.slot(source)[:nbytes].copy()
+
+    def _reply_malformed(self, link: ServerLink, source: int, raw: np.ndarray, text: str) -> None:
+        seq = _salvage_seq(raw)
+        if seq is not None:
+            self.reply(Request(link, source, Header(0, seq, 0), [], []),
+                       Reply(Status.PROTOCOL_ERROR, [text.encode()]))
 
     def _poll_once(self) -> bool:
         busy = False
@@ -218,25 +281,24 @@ class ProgressLoop:
         while self.soon:
             self.soon.popleft()()
             busy = True
-        status = self._status
-        for link in tuple(self.links):
+        status, recv = self._status, self._recv
+        for link in self._polled:
+            if link.waiting and self._progress_waiting(link):
+                busy = True
             msg = link.comm.Improbe(self.ANY_SOURCE, TAG_REQUEST, status)
             if msg is None:
                 continue
             busy = True
             source, count = status.Get_source(), status.Get_count(self.BYTE)
-            if count > MAX_HEADER_BYTES:
-                buf = np.empty(count, np.uint8)
-                msg.Recv(buf)
-                self.stats.requests += 1
-                seq = _salvage_seq(buf)
-                if seq is not None:
-                    self.reply(Request(link.comm, source, Header(0, seq, 0), [], []),
-                               Reply(Status.PROTOCOL_ERROR, [b"request header too large"]))
-                continue
-            buf = np.empty(count, np.uint8)
+            buf = recv[:count] if count <= recv.nbytes else np.empty(count, np.uint8)
             msg.Recv(buf)
-            self._handle(link, source, buf)
+            if count > MAX_HEADER_BYTES:
+                self.stats.requests += 1
+                self._reply_malformed(link, source, buf, "request header too large")
+            elif source in link.waiting or source in link.backlog:  # keep each sender's order
+                link.backlog.setdefault(source, collections.deque()).append(buf.copy())
+            else:
+                self._handle(link, source, buf)
         self._progress_sends()
         return busy
 
@@ -247,38 +309,34 @@ class ProgressLoop:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-        last_busy = time.monotonic()
-        sleep = 0.0
+        backoff = Backoff(spin_seconds=SPIN_SECONDS)
         while not self.stopping:
             if self._poll_once():
-                last_busy = time.monotonic()
-                sleep = 0.0
-                continue
-            if time.monotonic() - last_busy < SPIN_SECONDS:
-                os.sched_yield()
+                backoff.reset()
             else:
-                sleep = min(MAX_SLEEP, max(sleep * 2, 20e-6))
-                time.sleep(sleep)
+                backoff.pause()
         self._drain_sends()
 
-    def _drain_sends(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
+    def _drain_sends(self) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        backoff = Backoff()
         while self.pending_sends and time.monotonic() < deadline:
             self._progress_sends()
-            time.sleep(0.001)
+            backoff.pause()
 
     def shutdown_links(self, address: str | None) -> None:
         """After the loop has ended: finish releases, then stop accepting (``address`` is the
         connection file when this server accepts jobs)."""
         for t in self._threads:  # releases first: Open MPI must not run two of these at once
-            t.join(timeout=10)
-        if address is not None:
+            t.join(timeout=RELEASE_JOIN_SECONDS)
+        if address is not None and self._accept_thread is not None:
             if self.shard == 0:
                 wake_accept_threads(address)
-            self._accept_thread.join(timeout=30)
+            self._accept_thread.join(timeout=ACCEPT_JOIN_SECONDS)
         # Links still open belong to jobs that did not say goodbye (SIGTERM came first):
         # releasing them is collective with those jobs, so they are left as they are.
         self.links.clear()
+        self._polled = ()
 
 
 def _salvage_seq(raw: np.ndarray) -> int | None:

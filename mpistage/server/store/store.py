@@ -1,17 +1,22 @@
 """One shard's in-memory store: tensors, datasets and aggregation lists, under a memory cap.
 
-Pure data structure: no MPI here. The dispatcher decodes requests and calls these methods;
-they raise :class:`~mpistage.errors.MpistageError` subclasses that become reply statuses.
+Pure data structure: no MPI here. The handlers (``server/handlers.py``) decode requests and call
+these methods, on the loop thread only; they raise :class:`~mpistage.errors.MpistageError`
+subclasses that become reply statuses. Stored values are never changed in place (a put replaces
+the value), so a reply or a snapshot may keep reading a value the store has since dropped. Every
+tensor buffer the store keeps comes from its :class:`~.allocator.Allocator`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .errors import BadArgumentError, KeyNotFoundError, StoreFullError
-from .protocol import Kind, TensorDesc
+from ...errors import BadArgumentError, KeyNotFoundError, StoreFullError
+from ...protocol import Kind, TensorDesc
+from .allocator import HEAP, Allocator
 
 
 @dataclass(slots=True)
@@ -41,15 +46,52 @@ class StoredDataset:
         return sum(t.nbytes for t in self.tensors.values()) + len(self.metadata)
 
 
+@dataclass(frozen=True)
+class StoreContents:
+    """What a snapshot writes: the store's tables as they were at one moment (taken on the loop
+    thread; values are immutable, lists are copied)."""
+
+    tensors: dict[str, StoredTensor]
+    datasets: dict[str, StoredDataset]
+    lists: dict[str, list[str]]
+
+
 @dataclass
 class ShardStore:
     """Tensors, datasets and lists of one shard. ``max_bytes`` 0 means no cap."""
 
     max_bytes: int = 0
+    allocator: Allocator = HEAP
     tensors: dict[str, StoredTensor] = field(default_factory=dict)
     datasets: dict[str, StoredDataset] = field(default_factory=dict)
     lists: dict[str, list[str]] = field(default_factory=dict)
     used_bytes: int = 0
+
+    # ------------------------------------------------------------ memory
+    def alloc(self, nbytes: int) -> np.ndarray:
+        """A buffer for a value this store is about to keep (from its allocator)."""
+        return self.allocator.alloc(nbytes)
+
+    def _drop(self, obj: StoredTensor | StoredDataset | list[str] | None) -> None:
+        """Give a value's buffers back to the allocator (the value left the store)."""
+        if isinstance(obj, StoredTensor):
+            self.allocator.release(obj.data)
+        elif isinstance(obj, StoredDataset):
+            for t in obj.tensors.values():
+                self.allocator.release(t.data)
+
+    def _duplicate(self, obj: StoredTensor | StoredDataset | list[str]) -> StoredTensor | StoredDataset | list[str]:
+        """A copy that owns its own buffers (each stored value owns exactly the buffers it holds)."""
+        if isinstance(obj, list):
+            return list(obj)
+        if isinstance(obj, StoredTensor):
+            return self._copy_tensor(obj)
+        return StoredDataset({n: self._copy_tensor(t) for n, t in obj.tensors.items()}, obj.metadata)
+
+    def _copy_tensor(self, tensor: StoredTensor) -> StoredTensor:
+        buf = self.alloc(tensor.nbytes)
+        buf[...] = tensor.data
+        return StoredTensor(tensor.desc, buf)
 
     # ------------------------------------------------------------ accounting
     def reserve(self, nbytes: int, replacing: int = 0) -> None:
@@ -81,10 +123,23 @@ class ShardStore:
         self.reserve(self._size(obj), old_size)
         table[key] = obj
         self.used_bytes += self._size(obj) - old_size
+        self._drop(old)
 
     @property
     def nkeys(self) -> int:
         return len(self.tensors) + len(self.datasets) + len(self.lists)
+
+    def report(self) -> dict[str, Any]:
+        """Counts and bytes, for INFO."""
+        return {"keys": self.nkeys, "tensors": len(self.tensors), "datasets": len(self.datasets),
+                "lists": len(self.lists), "bytes_used": self.used_bytes, "max_bytes": self.max_bytes,
+                **self.allocator.report()}
+
+    def contents(self) -> StoreContents:
+        """The tables as they are now, for a snapshot written on another thread: call it on the
+        loop thread (the only thread that changes the store)."""
+        return StoreContents(dict(self.tensors), dict(self.datasets),
+                             {k: list(v) for k, v in self.lists.items()})
 
     # ------------------------------------------------------------ generic key operations
     def get(self, kind: Kind, key: str) -> StoredTensor | StoredDataset | list[str]:
@@ -103,13 +158,16 @@ class ShardStore:
         obj = self.get(kind, key)
         del self._table(kind)[key]
         self.used_bytes -= self._size(obj)
+        self._drop(obj)
 
     def copy(self, kind: Kind, src: str, dst: str) -> None:
         obj = self.get(kind, src)
         if src == dst:
             return
-        dup = list(obj) if isinstance(obj, list) else obj  # tensors and datasets are immutable
-        self._set(self._table(kind), dst, dup)
+        table = self._table(kind)
+        old = table.get(dst)
+        self.reserve(self._size(obj), self._size(old) if old is not None else 0)
+        self._set(table, dst, self._duplicate(obj))
 
     def rename(self, kind: Kind, src: str, dst: str) -> None:
         obj = self.get(kind, src)
@@ -119,6 +177,7 @@ class ShardStore:
         old = table.pop(dst, None)
         if old is not None:
             self.used_bytes -= self._size(old)
+            self._drop(old)
         del table[src]
         table[dst] = obj
 
@@ -130,6 +189,8 @@ class ShardStore:
             self.reserve(tensor.data.nbytes, tensor.data.nbytes - delta)  # raises StoreFullError
         self.tensors[key] = tensor
         self.used_bytes += delta
+        if old is not None:
+            self.allocator.release(old.data)
 
     def put_dataset(self, name: str, dataset: StoredDataset) -> None:
         self._set(self.datasets, name, dataset)
@@ -140,6 +201,10 @@ class ShardStore:
         self.lists.setdefault(name, []).append(item)
         self.used_bytes += len(item)
         return len(self.lists[name])
+
+    def list_length(self, name: str) -> int:
+        """The list's length (0 when it does not exist, as in Redis)."""
+        return len(self.lists.get(name, ()))
 
     def list_range(self, name: str, start: int, end: int) -> list[str]:
         """Items ``start..end`` inclusive, negative indices counting from the end (Redis LRANGE)."""

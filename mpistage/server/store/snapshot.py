@@ -3,6 +3,9 @@
 Each shard writes ``PATH/shard-K-of-N.h5`` to a temporary name and renames it into place, so a
 file at its final name is always complete. Restore reads every shard file and keeps the keys that
 route to this shard, so a snapshot can be restored onto a different number of shards.
+
+The file is written from :meth:`ShardStore.contents <.store.ShardStore.contents>`, taken on the
+loop thread; writing it may then run on any thread, since it never touches the store itself.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..protocol import ORDER_F, TensorDesc
-from ..router import shard_of
-from ..store import ShardStore, StoredDataset, StoredTensor
+from ...protocol import ORDER_F, TensorDesc
+from ...router import shard_of
+from .store import ShardStore, StoreContents, StoredDataset, StoredTensor
 
 FORMAT_VERSION = 1
 
@@ -32,22 +35,24 @@ def _write_tensor(group: h5py.Group, name: str, key: str, tensor: StoredTensor) 
     dset.attrs["order"] = "F" if tensor.desc.order == ORDER_F else "C"
 
 
-def _read_tensor(dset: h5py.Dataset) -> StoredTensor:
+def _read_tensor(dset: h5py.Dataset, store: ShardStore) -> StoredTensor:
     arr = dset[()] if dset.shape != () else np.asarray(dset[()])
     arr = np.asarray(arr, dtype=dset.dtype).reshape(dset.shape)
     if dset.attrs["order"] == "F":
         arr = np.asfortranarray(arr)
     desc = TensorDesc(arr.dtype, arr.shape, ORDER_F if dset.attrs["order"] == "F" else 0)
-    flat = arr.reshape(-1, order="F" if desc.order == ORDER_F else "C").view(np.uint8).copy()
+    flat = store.alloc(desc.nbytes)
+    flat[...] = arr.reshape(-1, order="F" if desc.order == ORDER_F else "C").view(np.uint8)
     return StoredTensor(desc, flat)
 
 
-def write_snapshot(store: ShardStore, directory: str | os.PathLike[str], shard: int,
+def write_snapshot(contents: StoreContents, directory: str | os.PathLike[str], shard: int,
                    nshards: int) -> Path:
-    """Write this shard's tensors, datasets and lists; atomic at the final path."""
+    """Write one shard's tensors, datasets and lists (``contents``, see the module docstring);
+    atomic at the final path. Raises OSError when the directory cannot be written."""
     target = snapshot_file(directory, shard, nshards)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tensors, datasets, lists = dict(store.tensors), dict(store.datasets), dict(store.lists)
+    tensors, datasets, lists = contents.tensors, contents.datasets, contents.lists
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -69,7 +74,7 @@ def write_snapshot(store: ShardStore, directory: str | os.PathLike[str], shard: 
                 d = lg.create_dataset(str(i), data=np.array(items, dtype=h5py.string_dtype()))
                 d.attrs["key"] = name
         os.replace(tmp, target)
-    except BaseException:
+    except Exception:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
@@ -87,13 +92,13 @@ def restore_snapshot(store: ShardStore, directory: str | os.PathLike[str], shard
             for dset in f["tensors"].values():
                 key = str(dset.attrs["key"])
                 if shard_of(key, nshards) == shard:
-                    store.put_tensor(key, _read_tensor(dset))
+                    store.put_tensor(key, _read_tensor(dset, store))
                     count += 1
             for g in f["datasets"].values():
                 name = str(g.attrs["key"])
                 if shard_of(name, nshards) == shard:
                     members = sorted(g.values(), key=lambda d: int(d.name.rsplit("/", 1)[1]))
-                    tensors = {str(d.attrs["key"]): _read_tensor(d) for d in members}
+                    tensors = {str(d.attrs["key"]): _read_tensor(d, store) for d in members}
                     store.put_dataset(name, StoredDataset(tensors, bytes(g.attrs["metadata"].tobytes())))
                     count += 1
             for d in f["lists"].values():

@@ -10,7 +10,7 @@ RedisAI's meaning of the three settings of a model:
   for ``min_batch_size`` without a limit (as in RedisAI).
 
 Only requests with the same signature join (number of inputs, and each input's dtype and shape
-after dim 0). No torch, MPI or store here: a :class:`BatchQueue` orders :class:`Job` objects and
+after dim 0). No framework, MPI or store here: a :class:`BatchQueue` orders :class:`Job` objects and
 :func:`split_rows` cuts a batched output back into each job's rows.
 """
 
@@ -38,12 +38,12 @@ class Job:
 
     ``rows`` is dim 0 of the inputs (None when they cannot be batched: a 0-d input, or inputs
     whose dim 0 differ); ``signature`` identifies the requests that may share a batch.
-    ``finish(outputs, error)`` is called exactly once, from the engine's worker thread.
+    ``finish(outputs, error)`` is called exactly once (from the engine's worker thread, or the
+    loop thread when the model is deleted first).
     """
 
     inputs: list[Any]
-    n_outputs: int
-    finish: Callable[[list[Any] | None, BaseException | None], None]
+    finish: Callable[[list[Any] | None, Exception | None], None]
     rows: int | None = None
     signature: tuple = ()
     enqueued: float = field(default_factory=time.monotonic)
