@@ -27,14 +27,17 @@ module mpistage
     end function
   end interface
 
-  type :: ds_tensor_t
+  !> A dataset's tensors and metadata fields are looked up by name.
+  type :: named_t
     character(len=:), allocatable :: name
+  end type
+
+  type, extends(named_t) :: ds_tensor_t
     type(desc_t) :: desc
     integer(int8), allocatable :: data(:)
   end type
 
-  type :: ds_meta_t
-    character(len=:), allocatable :: name
+  type, extends(named_t) :: ds_meta_t
     integer :: kind = META_SCALAR
     integer :: dtype = 0
     integer :: n = 0
@@ -84,9 +87,8 @@ module mpistage
     procedure, private :: initialize_simple, initialize_cluster
     procedure :: isinitialized
     procedure :: destructor
-    procedure :: delete_tensor, copy_tensor, rename_tensor
-    procedure :: put_dataset, get_dataset, delete_dataset, copy_dataset, rename_dataset
-    procedure :: append_to_list, get_list_length, delete_list, copy_list, rename_list
+    procedure :: put_dataset, get_dataset
+    procedure :: append_to_list, get_list_length
     procedure :: get_datasets_from_list, get_dataset_list_range
     procedure :: set_model_from_file, set_model, set_script_from_file, set_script
     procedure :: run_model, run_script, run_model_async, run_script_async, delete_model, delete_script
@@ -356,14 +358,14 @@ contains
     code = link_finish(s, seq, r)
   end function
 
-  !> GET_TENSOR of `key`: its descriptor and bytes (in the order it was put with).
-  integer(enum_kind) function get_desc(key, d, bytes) result(code)
+  !> Send GET_TENSOR of `key` and take the reply's descriptor; its payload (desc_nbytes(d)
+  !> bytes) is then to be received from shard s on tag seq. A malformed reply is drained here.
+  integer(enum_kind) function get_start(key, s, seq, d) result(code)
     character(len=*), intent(in) :: key
+    integer, intent(out) :: s, seq
     type(desc_t), intent(out) :: d
-    integer(int8), allocatable, intent(out) :: bytes(:)
     type(msg_t) :: m
     type(reply_t) :: r
-    integer :: s, seq
     logical :: ok
     call msg_init(m)
     call msg_add_str(m, key)
@@ -371,14 +373,32 @@ contains
     seq = link_start(s, OP_GET_TENSOR, m, 0_int64)
     code = link_finish(s, seq, r)
     if (code /= SRNoError) return
-    call desc_unpack(field_bytes(r, 1), d, ok)
-    if (.not. ok .or. desc_nbytes(d) /= r%payload_bytes) then
-      call set_error('malformed tensor descriptor in the reply')
-      code = SRInternalError
-      allocate(bytes(r%payload_bytes))
-      call link_recv_bytes(s, seq, bytes)
-      return
-    end if
+    ok = r%nfields >= 1
+    if (ok) call desc_unpack(field_bytes(r, 1), d, ok)
+    if (ok) ok = desc_nbytes(d) == r%payload_bytes
+    if (ok) return
+    call set_error('malformed tensor descriptor in the reply')
+    code = SRInternalError
+    call drain(s, seq, r%payload_bytes)
+  end function
+
+  !> Receive and drop a reply's payload of n bytes that the server has sent anyway.
+  subroutine drain(s, seq, n)
+    integer, intent(in) :: s, seq
+    integer(int64), intent(in) :: n
+    integer(int8), allocatable :: tmp(:)
+    allocate(tmp(n))
+    call link_recv_bytes(s, seq, tmp)
+  end subroutine
+
+  !> GET_TENSOR of `key`: its descriptor and bytes (in the order it was put with).
+  integer(enum_kind) function get_desc(key, d, bytes) result(code)
+    character(len=*), intent(in) :: key
+    type(desc_t), intent(out) :: d
+    integer(int8), allocatable, intent(out) :: bytes(:)
+    integer :: s, seq
+    code = get_start(key, s, seq, d)
+    if (code /= SRNoError) return
     allocate(bytes(desc_nbytes(d)))
     call link_recv_bytes(s, seq, bytes)
   end function
@@ -440,63 +460,34 @@ contains
     integer(int64), intent(in) :: nelem
     integer, intent(in) :: dims(:)
     character(len=:), allocatable :: key
-    type(msg_t) :: m
-    type(reply_t) :: r
     type(desc_t) :: d
     integer(int8), allocatable :: tmp(:)
     integer(int8), pointer :: dst(:)
+    integer(int64) :: nbytes
     integer :: s, seq
-    logical :: ok
     key = make_key(self, name, KIND_TENSOR, .true.)
     code = check_key(self, key)
     if (code /= SRNoError) return
-    call msg_init(m)
-    call msg_add_str(m, key)
-    s = shard(key)
-    seq = link_start(s, OP_GET_TENSOR, m, 0_int64)
-    code = link_finish(s, seq, r)
+    code = get_start(key, s, seq, d)
     if (code /= SRNoError) return
-    call desc_unpack(field_bytes(r, 1), d, ok)
-    if (.not. ok .or. desc_nbytes(d) /= r%payload_bytes) then
-      call set_error('malformed tensor descriptor in the reply')
-      code = SRInternalError
-    else
-      code = check_target('tensor "' // key // '"', d, dtype, nelem, dims)
-    end if
+    nbytes = desc_nbytes(d)
+    code = check_target('tensor "' // key // '"', d, dtype, nelem, dims)
     if (code /= SRNoError) then
-      allocate(tmp(r%payload_bytes))    ! drain the payload the server already sent
-      call link_recv_bytes(s, seq, tmp)
+      call drain(s, seq, nbytes)
       return
     end if
-    if (r%payload_bytes == 0) return
+    if (nbytes == 0) return
     if (d%order == ORDER_F .or. d%ndim <= 1) then
-      call link_recv_ptr(s, seq, ptr, r%payload_bytes)
+      call link_recv_ptr(s, seq, ptr, nbytes)
     else
-      allocate(tmp(r%payload_bytes))
+      allocate(tmp(nbytes))
       call link_recv_bytes(s, seq, tmp)
-      call c_f_pointer(ptr, dst, [r%payload_bytes])
+      call c_f_pointer(ptr, dst, [nbytes])
       call reorder_c_to_f(tmp, dst, d%shape, dtype_size(d%dtype))
     end if
   end function
 
   ! ================================================================== tensors
-  integer(enum_kind) function delete_tensor(self, name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: name
-    code = delete_kind(self, KIND_TENSOR, name)
-  end function
-
-  integer(enum_kind) function copy_tensor(self, src_name, dest_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: src_name, dest_name
-    code = move(self, KIND_TENSOR, src_name, dest_name, OP_COPY)
-  end function
-
-  integer(enum_kind) function rename_tensor(self, old_name, new_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: old_name, new_name
-    code = move(self, KIND_TENSOR, old_name, new_name, OP_RENAME)
-  end function
 
   !> COPY or RENAME: by the server when both keys live on one shard, else GET + PUT (+ DELETE).
   integer(enum_kind) function move(self, kind, src_name, dst_name, op) result(code)
@@ -625,7 +616,6 @@ contains
     integer :: s, seq, i, nt
     integer(int64) :: got
     logical :: ok
-    integer(int8), allocatable :: tmp(:)
     call msg_init(m)
     call msg_add_str(m, key)
     s = shard(key)
@@ -650,31 +640,12 @@ contains
     if (.not. ok .or. got /= r%payload_bytes) then
       call set_error('malformed GET_DATASET reply')
       code = SRInternalError
-      allocate(tmp(r%payload_bytes))
-      call link_recv_bytes(s, seq, tmp)
+      call drain(s, seq, r%payload_bytes)
       return
     end if
     do i = 1, nt
       call link_recv_bytes(s, seq, ds%tensors(i)%data)
     end do
-  end function
-
-  integer(enum_kind) function delete_dataset(self, name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: name
-    code = delete_kind(self, KIND_DATASET, name)
-  end function
-
-  integer(enum_kind) function copy_dataset(self, src_name, dest_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: src_name, dest_name
-    code = move(self, KIND_DATASET, src_name, dest_name, OP_COPY)
-  end function
-
-  integer(enum_kind) function rename_dataset(self, old_name, new_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: old_name, new_name
-    code = move(self, KIND_DATASET, old_name, new_name, OP_RENAME)
   end function
 
   ! ================================================================== aggregation lists
@@ -742,24 +713,6 @@ contains
       if (poll_result) return
       if (i < num_tries) call sleep_ms(poll_frequency_ms)
     end do
-  end function
-
-  integer(enum_kind) function delete_list(self, list_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: list_name
-    code = delete_kind(self, KIND_LIST, list_name)
-  end function
-
-  integer(enum_kind) function copy_list(self, src_name, dest_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: src_name, dest_name
-    code = move(self, KIND_LIST, src_name, dest_name, OP_COPY)
-  end function
-
-  integer(enum_kind) function rename_list(self, src_name, dest_name) result(code)
-    class(client_type), intent(in) :: self
-    character(len=*), intent(in) :: src_name, dest_name
-    code = move(self, KIND_LIST, src_name, dest_name, OP_RENAME)
   end function
 
   integer(enum_kind) function list_range_raw(key, start, end, items) result(code)
@@ -1213,33 +1166,48 @@ contains
     if (allocated(self%name)) name = self%name
   end function
 
-  integer function find_tensor(self, name)
-    class(dataset_type), intent(in) :: self
+  !> Index of the item called name (trailing blanks trimmed) in items; 0 when none is.
+  integer function find_named(items, name)
+    class(named_t), intent(in) :: items(:)
     character(len=*), intent(in) :: name
     integer :: i
-    find_tensor = 0
-    if (.not. allocated(self%tensors)) return
-    do i = 1, size(self%tensors)
-      if (self%tensors(i)%name == trim(name)) then
-        find_tensor = i
+    find_named = 0
+    do i = 1, size(items)
+      if (items(i)%name == trim(name)) then
+        find_named = i
         return
       end if
     end do
   end function
 
+  integer function find_tensor(self, name)
+    class(dataset_type), intent(in) :: self
+    character(len=*), intent(in) :: name
+    find_tensor = 0
+    if (allocated(self%tensors)) find_tensor = find_named(self%tensors, name)
+  end function
+
   integer function find_meta(self, name)
     class(dataset_type), intent(in) :: self
     character(len=*), intent(in) :: name
-    integer :: i
     find_meta = 0
-    if (.not. allocated(self%meta)) return
-    do i = 1, size(self%meta)
-      if (self%meta(i)%name == trim(name)) then
-        find_meta = i
-        return
-      end if
-    end do
+    if (allocated(self%meta)) find_meta = find_named(self%meta, name)
   end function
+
+  !> The names of items, as a character array as long as the longest.
+  subroutine names_of(items, names)
+    class(named_t), intent(in) :: items(:)
+    character(len=:), allocatable, dimension(:), intent(out) :: names
+    integer :: i, maxlen
+    maxlen = 1
+    do i = 1, size(items)
+      maxlen = max(maxlen, len(items(i)%name))
+    end do
+    allocate(character(len=maxlen) :: names(size(items)))
+    do i = 1, size(items)
+      names(i) = items(i)%name
+    end do
+  end subroutine
 
   integer(enum_kind) function need_init(self) result(code)
     class(dataset_type), intent(in) :: self
@@ -1305,36 +1273,81 @@ contains
     if (code == SRNoError) call deliver(self%tensors(i)%desc, self%tensors(i)%data, ptr)
   end function
 
-  integer(enum_kind) function dataset_add_scalar_raw(self, name, dtype, bytes) result(code)
+  !> Index (in i) of metadata field name to add a value of `kind` (scalars: of `dtype`) to,
+  !> created empty when missing; an error when it holds the other kind or another dtype.
+  integer(enum_kind) function field_to_add(self, name, kind, dtype, i) result(code)
     class(dataset_type), intent(inout) :: self
     character(len=*), intent(in) :: name
-    integer, intent(in) :: dtype
-    integer(int8), intent(in) :: bytes(:)
+    integer, intent(in) :: kind, dtype
+    integer, intent(out) :: i
     type(ds_meta_t) :: f
-    integer :: i
+    i = 0
     code = need_init(self)
     if (code /= SRNoError) return
     i = find_meta(self, name)
     if (i == 0) then
       f%name = trim(name)
-      f%kind = META_SCALAR
+      f%kind = kind
       f%dtype = dtype
       f%n = 0
-      allocate(f%values(0))
+      allocate(f%values(0), f%slen(0))
       self%meta = [self%meta, f]
       i = size(self%meta)
     end if
-    if (self%meta(i)%kind /= META_SCALAR) then
-      call set_error('metadata field "' // trim(name) // '" already holds strings')
+    if (self%meta(i)%kind /= kind) then
+      call set_error('metadata field "' // trim(name) // '" already holds ' // kind_word(self%meta(i)%kind))
       code = SRParameterError
-    else if (self%meta(i)%dtype /= dtype) then
-      call set_error('metadata field "' // trim(name) // '" holds ' // dtype_name(self%meta(i)%dtype) // &
-           ', not ' // dtype_name(dtype))
-      code = SRTypeError
     else
-      self%meta(i)%values = [self%meta(i)%values, bytes]
-      self%meta(i)%n = self%meta(i)%n + 1
+      code = check_meta_dtype(self%meta(i), dtype)
     end if
+  end function
+
+  !> Index (in i) of metadata field name holding `kind` (scalars: of `dtype`); an error otherwise.
+  integer(enum_kind) function field_to_get(self, name, kind, dtype, i) result(code)
+    class(dataset_type), intent(in) :: self
+    character(len=*), intent(in) :: name
+    integer, intent(in) :: kind, dtype
+    integer, intent(out) :: i
+    i = 0
+    code = need_init(self)
+    if (code /= SRNoError) return
+    i = find_meta(self, name)
+    if (i > 0) then
+      if (self%meta(i)%kind == kind) then
+        code = check_meta_dtype(self%meta(i), dtype)
+        return
+      end if
+    end if
+    call set_error('dataset "' // self%name // '" has no metadata ' // kind_word(kind) // ' "' // trim(name) // '"')
+    code = SRKeyError
+  end function
+
+  function kind_word(kind) result(w)
+    integer, intent(in) :: kind
+    character(len=:), allocatable :: w
+    w = merge('scalars', 'strings', kind == META_SCALAR)
+  end function
+
+  integer(enum_kind) function check_meta_dtype(f, dtype) result(code)
+    type(ds_meta_t), intent(in) :: f
+    integer, intent(in) :: dtype
+    code = SRNoError
+    if (f%kind == META_SCALAR .and. f%dtype /= dtype) then
+      call set_error('metadata field "' // f%name // '" holds ' // dtype_name(f%dtype) // ', not ' // dtype_name(dtype))
+      code = SRTypeError
+    end if
+  end function
+
+  integer(enum_kind) function dataset_add_scalar_raw(self, name, dtype, bytes) result(code)
+    class(dataset_type), intent(inout) :: self
+    character(len=*), intent(in) :: name
+    integer, intent(in) :: dtype
+    integer(int8), intent(in) :: bytes(:)
+    integer :: i
+    code = field_to_add(self, name, META_SCALAR, dtype, i)
+    if (code /= SRNoError) return
+    self%meta(i)%values = [self%meta(i)%values, bytes]
+    self%meta(i)%n = self%meta(i)%n + 1
   end function
 
   integer(enum_kind) function dataset_get_scalars_raw(self, name, dtype, raw) result(code)
@@ -1343,49 +1356,17 @@ contains
     integer, intent(in) :: dtype
     integer(int8), allocatable, intent(out) :: raw(:)
     integer :: i
-    code = need_init(self)
-    if (code /= SRNoError) return
-    i = find_meta(self, name)
-    if (i == 0) then
-      code = SRKeyError
-    else if (self%meta(i)%kind /= META_SCALAR) then
-      code = SRKeyError
-    end if
-    if (code /= SRNoError) then
-      call set_error('dataset "' // self%name // '" has no metadata scalars "' // trim(name) // '"')
-      return
-    end if
-    if (self%meta(i)%dtype /= dtype) then
-      call set_error('metadata field "' // trim(name) // '" holds ' // dtype_name(self%meta(i)%dtype) // &
-           ', not ' // dtype_name(dtype))
-      code = SRTypeError
-      return
-    end if
-    raw = self%meta(i)%values
+    code = field_to_get(self, name, META_SCALAR, dtype, i)
+    if (code == SRNoError) raw = self%meta(i)%values
   end function
 
   !> Append a string to metadata field name.
   integer(enum_kind) function add_meta_string(self, name, meta) result(code)
     class(dataset_type), intent(inout) :: self
     character(len=*), intent(in) :: name, meta
-    type(ds_meta_t) :: f
     integer :: i
-    code = need_init(self)
+    code = field_to_add(self, name, META_STRING, 0, i)
     if (code /= SRNoError) return
-    i = find_meta(self, name)
-    if (i == 0) then
-      f%name = trim(name)
-      f%kind = META_STRING
-      f%n = 0
-      allocate(f%values(0), f%slen(0))
-      self%meta = [self%meta, f]
-      i = size(self%meta)
-    end if
-    if (self%meta(i)%kind /= META_STRING) then
-      call set_error('metadata field "' // trim(name) // '" already holds scalars')
-      code = SRParameterError
-      return
-    end if
     self%meta(i)%values = [self%meta(i)%values, str_bytes(trim(meta))]
     self%meta(i)%slen = [self%meta(i)%slen, int(len_trim(meta), int64)]
     self%meta(i)%n = self%meta(i)%n + 1
@@ -1398,18 +1379,8 @@ contains
     character(len=:), allocatable, dimension(:), intent(out) :: meta
     integer :: i, k, maxlen
     integer(int64) :: pos
-    code = need_init(self)
+    code = field_to_get(self, name, META_STRING, 0, i)
     if (code /= SRNoError) return
-    i = find_meta(self, name)
-    if (i == 0) then
-      code = SRKeyError
-    else if (self%meta(i)%kind /= META_STRING) then
-      code = SRKeyError
-    end if
-    if (code /= SRNoError) then
-      call set_error('dataset "' // self%name // '" has no metadata strings "' // trim(name) // '"')
-      return
-    end if
     maxlen = 1
     if (self%meta(i)%n > 0) maxlen = max(1, int(maxval(self%meta(i)%slen)))
     allocate(character(len=maxlen) :: meta(self%meta(i)%n))
@@ -1424,33 +1395,16 @@ contains
   integer(enum_kind) function get_tensor_names(self, names) result(code)
     class(dataset_type), intent(in) :: self
     character(len=:), allocatable, dimension(:), intent(out) :: names
-    integer :: i, maxlen
     code = need_init(self)
-    if (code /= SRNoError) return
-    maxlen = 1
-    do i = 1, size(self%tensors)
-      maxlen = max(maxlen, len(self%tensors(i)%name))
-    end do
-    allocate(character(len=maxlen) :: names(size(self%tensors)))
-    do i = 1, size(self%tensors)
-      names(i) = self%tensors(i)%name
-    end do
+    if (code == SRNoError) call names_of(self%tensors, names)
   end function
 
+  !> Names of the dataset's metadata fields.
   integer(enum_kind) function get_metadata_field_names(self, names) result(code)
     class(dataset_type), intent(in) :: self
     character(len=:), allocatable, dimension(:), intent(out) :: names
-    integer :: i, maxlen
     code = need_init(self)
-    if (code /= SRNoError) return
-    maxlen = 1
-    do i = 1, size(self%meta)
-      maxlen = max(maxlen, len(self%meta(i)%name))
-    end do
-    allocate(character(len=maxlen) :: names(size(self%meta)))
-    do i = 1, size(self%meta)
-      names(i) = self%meta(i)%name
-    end do
+    if (code == SRNoError) call names_of(self%meta, names)
   end function
 
   !> docs/protocol.md, "Dataset metadata".

@@ -3,8 +3,9 @@
 Writes (through fortran/tools/generate.py, ``make -C fortran generate``) ``src/generated/``
 ``client_decls.inc``/``client_procs.inc`` (put_tensor/unpack_tensor per type; the *_exists,
 poll_*, poll_list_length_* families with their default-logical and logical(c_bool) specifics;
-use_*_ensemble_prefix), ``dataset_decls.inc``/``dataset_procs.inc`` (add_tensor,
-unpack_dataset_tensor and metadata scalars per type) and ``tests/generated/typed_roundtrip.inc``.
+use_*_ensemble_prefix; delete/copy/rename of tensors, datasets and lists),
+``dataset_decls.inc``/``dataset_procs.inc`` (add_tensor, unpack_dataset_tensor and metadata
+scalars per type) and ``tests/generated/typed_roundtrip.inc``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ EXISTS = ["tensor", "key", "model", "script", "dataset"]  # <word>_exists
 POLLS = ["tensor", "key", "model", "dataset"]  # poll_<word>
 LIST_POLLS = {"": 0, "_gte": 1, "_lte": 2}  # poll_list_length<suffix>: poll_list_length_cmp's cmp
 PREFIXES = ["tensor", "dataset", "list", "model"]  # use_<word>_ensemble_prefix
+# delete_<word>(name), copy_<word>(a, b), rename_<word>(a, b), with SmartRedis's argument names
+KEY_OPS = {"tensor": ("name", ("src_name", "dest_name"), ("old_name", "new_name")),
+           "dataset": ("name", ("src_name", "dest_name"), ("old_name", "new_name")),
+           "list": ("list_name", ("src_name", "dest_name"), ("src_name", "dest_name"))}
 
 NAME_DECL = "character(len=*), intent(in) :: {}"
 POLL_DECL = "integer, intent(in) :: poll_frequency_ms, num_tries"
@@ -92,6 +97,8 @@ def client_decls() -> str:
         s += generic(f.name, [f"{f.name}_l", f"{f.name}_cb"])
         s += f"  procedure, private :: {f.name}_l, {f.name}_cb\n"
     s += "  procedure :: " + ", ".join(f"use_{w}_ensemble_prefix" for w in PREFIXES) + "\n"
+    for word in KEY_OPS:
+        s += f"  procedure :: delete_{word}, copy_{word}, rename_{word}\n"
     return s
 
 
@@ -143,6 +150,25 @@ integer(enum_kind) function {f.name}_cb({arglist}) result(code)
   logical :: flag
   code = self%{f.name}_l({", ".join([*f.args, "flag"])})
   {f.out} = logical(flag, c_bool)
+end function
+"""
+    for word, (name, copy_args, rename_args) in KEY_OPS.items():
+        kind = KINDS[word]
+        s += f"""
+!> Delete {word} {name}.
+integer(enum_kind) function delete_{word}(self, {name}) result(code)
+  class(client_type), intent(in) :: self
+  character(len=*), intent(in) :: {name}
+  code = delete_kind(self, {kind}, {name})
+end function
+"""
+        for op, (src, dst) in (("copy", copy_args), ("rename", rename_args)):
+            s += f"""
+!> {op.capitalize()} {word} {src} to {dst} (across shards the client moves the bytes).
+integer(enum_kind) function {op}_{word}(self, {src}, {dst}) result(code)
+  class(client_type), intent(in) :: self
+  character(len=*), intent(in) :: {src}, {dst}
+  code = move(self, {kind}, {src}, {dst}, OP_{op.upper()})
 end function
 """
     for word in PREFIXES:

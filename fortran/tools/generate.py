@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 from pathlib import Path
 
 FORTRAN = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(FORTRAN.parent))  # the mpistage package of this source tree
+# The generator reads mpistage's protocol, router and mpienv modules of this source tree, not the
+# package's __init__ (which pulls in the whole client): a bare package object stands in for it.
+_package = types.ModuleType("mpistage")
+_package.__path__ = [str(FORTRAN.parent / "mpistage")]
+sys.modules.setdefault("mpistage", _package)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gen_generics  # noqa: E402
