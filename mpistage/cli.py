@@ -5,6 +5,7 @@
     mpistage run --dir run/ -n 4 -- python app.py          # a client job that connects to them
     mpistage info --dir run/                               # per-shard statistics
     mpistage stop --dir run/
+    mpistage experiment status exp/                        # members of an Experiment (launcher)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .jobs import mpi_environ, server_command
 
@@ -46,31 +49,51 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=mpi_environ())
 
 
-def cmd_start(args: argparse.Namespace) -> int:
-    """Start ompi-server and the server ranks in the background; write DIR/address."""
-    run_dir = Path(args.dir).resolve()
+def start_ompi_server(run_dir: Path, timeout: float = 30, **popen: Any) -> subprocess.Popen:
+    """Start ``ompi-server`` in its own session; returns once it has written ``run_dir/ompi-server.uri``."""
+    uri = run_dir / URI_FILE
+    uri.unlink(missing_ok=True)
+    with open(run_dir / "ompi-server.log", "w") as log:
+        ompi = subprocess.Popen(["ompi-server", "--no-daemonize", "--report-uri", str(uri)], stdout=log,
+                                stderr=subprocess.STDOUT, env=mpi_environ(), start_new_session=True, **popen)
+    _wait_for(uri, timeout, ompi)
+    return ompi
+
+
+def start_servers(run_dir: Path, shards: int, server_args: Sequence[str] = (), timeout: float = 60,
+                  uri: Path | None = None, **popen: Any) -> dict[str, subprocess.Popen]:
+    """Start the server ranks (one ``mpiexec`` job, connect mode) and, unless ``uri`` names a running
+    one, ``ompi-server``; write ``run_dir/pids.json``; return the processes once ``run_dir/address`` exists.
+    ``popen`` goes to ``subprocess.Popen`` (the launcher passes a ``preexec_fn``)."""
+    run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    uri, address = run_dir / URI_FILE, run_dir / ADDRESS_FILE
-    for stale in (uri, address):
-        stale.unlink(missing_ok=True)
-    env = mpi_environ()
-    log = open(run_dir / "ompi-server.log", "w")
-    ompi = subprocess.Popen(["ompi-server", "--no-daemonize", "--report-uri", str(uri)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    _wait_for(uri, 30, ompi)
-    server_log = open(run_dir / "server.log", "w")
-    servers = subprocess.Popen(
-        ["mpiexec", "--ompi-server", f"file:{uri}", "-n", str(args.shards), *server_command(),
-         "--address", str(address), "--ompi-server-uri", str(uri), *args.server_args.split()],
-        stdout=server_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    (run_dir / PIDS_FILE).write_text(json.dumps({"ompi_server": ompi.pid, "servers": servers.pid}))
+    address = run_dir / ADDRESS_FILE
+    address.unlink(missing_ok=True)
+    procs: dict[str, subprocess.Popen] = {}
+    if uri is None:
+        uri = run_dir / URI_FILE
+        procs["ompi_server"] = start_ompi_server(run_dir, **popen)
+    with open(run_dir / "server.log", "w") as server_log:
+        servers = subprocess.Popen(
+            ["mpiexec", "--ompi-server", f"file:{uri}", "-n", str(shards), *server_command(),
+             "--address", str(address), "--ompi-server-uri", str(uri), *server_args],
+            stdout=server_log, stderr=subprocess.STDOUT, env=mpi_environ(), start_new_session=True, **popen)
+    procs["servers"] = servers
+    (run_dir / PIDS_FILE).write_text(json.dumps({name: proc.pid for name, proc in procs.items()}))
     try:
-        _wait_for(address, args.timeout, servers)
+        _wait_for(address, timeout, servers)
     except SystemExit:
         _stop_pids(run_dir)
         print((run_dir / "server.log").read_text(), file=sys.stderr)
         raise
-    print(f"export MPISTAGE_ADDRESS={address}")
+    return procs
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Start ompi-server and the server ranks in the background; write DIR/address."""
+    run_dir = Path(args.dir).resolve()
+    start_servers(run_dir, args.shards, args.server_args.split(), args.timeout)
+    print(f"export MPISTAGE_ADDRESS={run_dir / ADDRESS_FILE}")
     return 0
 
 
@@ -100,8 +123,8 @@ def _stop_pids(run_dir: Path, grace: float = 10.0) -> bool:
     pids = json.loads(pids_path.read_text())
     clean = True
     for name in ("servers", "ompi_server"):
-        pid = pids[name]
-        if not _alive(pid):
+        pid = pids.get(name)
+        if pid is None or not _alive(pid):
             continue
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -135,6 +158,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_status(args: argparse.Namespace) -> int:
+    """Print the state of an experiment from its directory (written by ``Experiment``)."""
+    from .launcher.state import format_state, read_state
+
+    try:
+        state = read_state(Path(args.exp_path))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mpistage: {exc}", file=sys.stderr)
+        return 2
+    print(format_state(state))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mpistage", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="print each shard's statistics")
     s.add_argument("--dir", default="mpistage-run")
     s.set_defaults(fn=cmd_info)
+    s = sub.add_parser("experiment", help="inspect an experiment (mpistage.Experiment)")
+    esub = s.add_subparsers(dest="experiment_cmd", required=True)
+    e = esub.add_parser("status", help="status of every member, read from the experiment's directory")
+    e.add_argument("exp_path")
+    e.set_defaults(fn=cmd_experiment_status)
     return p
 
 
