@@ -100,6 +100,9 @@ class Experiment:
         self.uri = _ompi_server(self.exp_path / STATE_DIR)
         self.launcher_reason = ""
         self._launcher = self._choose(launcher)
+        # The database is one mpiexec job whatever the members' launcher: spawned server ranks ran, but
+        # did not stop on SIGTERM (docs/launcher.md); spawned members reach it through the ompi-server.
+        self._db_launcher = MpiexecLauncher(self.uri)
         self.launcher = self._launcher.name
         _experiments.add(self)
         if threading.current_thread() is threading.main_thread() and \
@@ -212,7 +215,7 @@ class Experiment:
         cmd = [*server_command(), "--address", str(db.address_file), "--ompi-server-uri", str(self.uri),
                *db.server_args]
         job = Job(db.name, db.name, db.path, cmd, db.db_nodes, {})
-        self._launch(job, [])
+        self._launch(job, [], self._db_launcher)
         deadline = time.monotonic() + DB_START_TIMEOUT
         while not db.address_file.exists():
             if job.status.finished or time.monotonic() > deadline:
@@ -241,12 +244,13 @@ class Experiment:
         future = MemberFuture(job, self._lock)
         with self._lock:
             self._jobs[model.name] = job
-        self._launch(job, model.run_settings.mpiexec_args())
+        self._launch(job, model.run_settings.mpiexec_args(), self._launcher)
         return future
 
-    def _launch(self, job: Job, mpiexec_args: list[str]) -> None:
+    def _launch(self, job: Job, mpiexec_args: list[str], launcher: Launcher) -> None:
+        job.launcher = launcher
         try:
-            self._launcher.launch(job, mpiexec_args)
+            launcher.launch(job, mpiexec_args)
         except Exception as exc:  # a member that cannot start fails; the others go on
             job.reason = f"could not start: {exc}"
             self._finish(job, None)
@@ -279,10 +283,10 @@ class Experiment:
                     job.reason = f"timeout after {job.walltime:g} s"
                     self._request_stop(job)
                 if job.kill_at is not None and time.monotonic() > job.kill_at:
-                    self._launcher.send_signal(job, signal.SIGKILL)
+                    job.launcher.send_signal(job, signal.SIGKILL)
                     job.reason = (job.reason + "; " if job.reason else "") + "killed after SIGTERM"
                     job.kill_at = None
-                rc = self._launcher.poll(job)
+                rc = job.launcher.poll(job)
                 if rc is not None:
                     self._finish(job, rc)
             time.sleep(MONITOR_INTERVAL)
@@ -314,7 +318,7 @@ class Experiment:
             return
         job.stop_requested = True
         job.kill_at = time.monotonic() + STOP_GRACE_SECONDS
-        self._launcher.send_signal(job, signal.SIGTERM)
+        job.launcher.send_signal(job, signal.SIGTERM)
 
     def _wait_done(self, jobs: list[Job], seconds: float) -> bool:
         deadline = time.monotonic() + seconds

@@ -36,6 +36,7 @@ class Job:
     stop_requested: bool = False
     kill_at: float | None = None
     handle: Any = None  # the launcher's own record (a Popen, spawned pids...)
+    launcher: Any = None  # the Launcher that started it
     done_event: threading.Event = field(default_factory=threading.Event)
     callbacks: list[Callable[[MemberFuture], None]] = field(default_factory=list)
     future: MemberFuture | None = None

@@ -102,6 +102,7 @@ class MpiexecLauncher(Launcher):
 # must outlive its program so that a non-zero exit, a crash or a kill reaches Open MPI as a clean
 # exit (the status file tells the driver). "$@" is the member's command.
 _WRAPPER = """\
+exec 2>>"$MPISTAGE_ERR"
 r=${OMPI_COMM_WORLD_RANK:-0}
 cd "$MPISTAGE_RUN_DIR" || { echo 126 > "$MPISTAGE_STATE/status.$r"; exit 0; }
 "$@" >>"$MPISTAGE_OUT" 2>>"$MPISTAGE_ERR" </dev/null &
