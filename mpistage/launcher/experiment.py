@@ -320,10 +320,12 @@ class Experiment:
         job.kill_at = time.monotonic() + STOP_GRACE_SECONDS
         job.launcher.send_signal(job, signal.SIGTERM)
 
-    def _wait_done(self, jobs: list[Job], seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
+    def _wait_done(self, jobs: list[Job], seconds: float | None) -> bool:
+        """Wait for ``jobs`` to finish, at most ``seconds`` (None: no bound); True if they did."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         for job in jobs:
-            if not job.done_event.wait(max(0.0, deadline - time.monotonic())):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job.done_event.wait(left):
                 return False
         return True
 
@@ -367,7 +369,7 @@ class Experiment:
             if verbose:
                 self._wait(jobs, kill_on_interrupt, interval)
             else:
-                self._wait_done(jobs, float("inf"))
+                self._wait_done(jobs, None)
         except KeyboardInterrupt:
             if kill_on_interrupt:
                 self._stop_jobs(jobs)

@@ -16,6 +16,7 @@ from mpistage.mpienv import mpi
 p = argparse.ArgumentParser()
 p.add_argument("--mode", default="ok")
 p.add_argument("--value", type=float, default=0.0)
+p.add_argument("--tag", default="", help="ignored: lets a test find its processes with pgrep -f")
 args = p.parse_args()
 MPI = mpi()
 rank = MPI.COMM_WORLD.Get_rank()
