@@ -1,4 +1,8 @@
-"""Build the Fortran ocean model with its Makefile: ``python examples/ocean/build.py`` prints the executable."""
+"""Build the Fortran ocean model: ``python examples/ocean/build.py`` prints the executable.
+
+Builds the mpistage Fortran client (``make -C fortran``) first, then ``make -C examples/ocean``
+with ``MPISTAGE_CONFIG`` set to this Python's ``-m mpistage.fortran_config``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+FORTRAN = HERE.parents[1] / "fortran"
 EXECUTABLE = HERE / "build" / "ocean"
 
 
@@ -16,13 +21,16 @@ def build(timeout: float = 600) -> Path:
 
     Raises RuntimeError with the compiler's output if the build fails or runs over ``timeout`` seconds.
     """
-    try:
-        proc = subprocess.run(["make", "-C", str(HERE)], capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ))
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"building the ocean model took over {timeout} s") from exc
-    if proc.returncode != 0 or not EXECUTABLE.exists():
-        raise RuntimeError(f"building the ocean model failed:\n{proc.stdout}\n{proc.stderr}")
+    config = f"{sys.executable} -m mpistage.fortran_config"
+    for cmd in (["make", "-C", str(FORTRAN)], ["make", "-C", str(HERE), f"MPISTAGE_CONFIG={config}"]):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{' '.join(cmd)} took over {timeout} s") from exc
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    if not EXECUTABLE.exists():
+        raise RuntimeError(f"the build did not make {EXECUTABLE}")
     return EXECUTABLE
 
 

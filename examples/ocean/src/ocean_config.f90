@@ -39,7 +39,7 @@ module ocean_config
     logical :: stream = .false.            ! put u, v, h every snapshot_interval days
     integer :: snapshot_interval = 5
     character(len=128) :: run_name = 'ocean', model_name = 'eke_resnet', script_name = 'eke_preprocess'
-    character(len=128) :: stats_key = 'eke_stats'
+    character(len=128) :: means_key = 'eke_means', stds_key = 'eke_stds'   ! float32 (4): standardization
   end type config_t
 
 contains
@@ -54,7 +54,7 @@ contains
     character(len=PATH_LEN) :: restart_in, restart_out, output_prefix, diag_file, features_file
     character(len=16) :: scheme
     logical :: stream
-    character(len=128) :: run_name, model_name, script_name, stats_key
+    character(len=128) :: run_name, model_name, script_name, means_key, stds_key
     integer :: unit, ios
     character(len=256) :: msg
     namelist /grid/ nx, ny, lx, ly, px, py
@@ -63,7 +63,7 @@ contains
          diag_file, features_file
     namelist /closure/ scheme, meke_alpha, meke_tau_days, meke_kappa_e, meke_gamma, meke_e0, meke_efloor, &
          ml_alpha, coupling_interval
-    namelist /coupling/ stream, snapshot_interval, run_name, model_name, script_name, stats_key
+    namelist /coupling/ stream, snapshot_interval, run_name, model_name, script_name, means_key, stds_key
 
     nx = cfg%nx; ny = cfg%ny; px = cfg%px; py = cfg%py; lx = cfg%lx; ly = cfg%ly
     f0 = cfg%f0; beta = cfg%beta; h0 = cfg%h0; gprime = cfg%gprime; rho0 = cfg%rho0
@@ -77,7 +77,7 @@ contains
     ml_alpha = cfg%ml_alpha; coupling_interval = cfg%coupling_interval
     stream = cfg%stream; snapshot_interval = cfg%snapshot_interval
     run_name = cfg%run_name; model_name = cfg%model_name; script_name = cfg%script_name
-    stats_key = cfg%stats_key
+    means_key = cfg%means_key; stds_key = cfg%stds_key
 
     open (newunit=unit, file=path, status='old', action='read', iostat=ios, iomsg=msg)
     if (ios /= 0) call fail('cannot open namelist ' // trim(path) // ': ' // trim(msg))
@@ -108,7 +108,7 @@ contains
     cfg%ml_alpha = ml_alpha; cfg%coupling_interval = coupling_interval
     cfg%stream = stream; cfg%snapshot_interval = snapshot_interval
     cfg%run_name = run_name; cfg%model_name = model_name; cfg%script_name = script_name
-    cfg%stats_key = stats_key
+    cfg%means_key = means_key; cfg%stds_key = stds_key
 
     select case (trim(scheme))
     case ('none'); cfg%closure = CLOSURE_NONE
