@@ -20,7 +20,7 @@ from ..dataset import Dataset
 from ..errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError
 from ..protocol import Kind, TensorDesc, describe
 from ..router import shard_of
-from .base import Backend, Into
+from .base import Backend, Into, StoreBackend
 
 T = TypeVar("T")
 _NAMES = {Kind.TENSOR: "tensor", Kind.DATASET: "dataset", Kind.LIST: "list"}
@@ -49,8 +49,9 @@ def _stored(array: np.ndarray) -> np.ndarray:
     return contiguous.copy(order="K")
 
 
-class InProcessStore:
-    """The store half (see :class:`mpistage.backends.base.StoreBackend`), thread-safe."""
+class InProcessStore(StoreBackend):
+    """The store half in this process's memory, thread-safe (methods documented in
+    :class:`~mpistage.backends.base.StoreBackend`)."""
 
     def __init__(self, nshards: int = 1) -> None:
         if nshards < 1:

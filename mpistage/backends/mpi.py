@@ -31,7 +31,7 @@ from ..protocol import (
     unpack_metadata,
 )
 from ..router import shard_of
-from .base import Backend, Into, ModelSpec, RunHandle
+from .base import Backend, EngineBackend, Into, ModelSpec, RunHandle, StoreBackend
 
 ROUTE_CACHE_SIZE = 65536
 
@@ -75,8 +75,8 @@ class _Routed:
         return hit
 
 
-class MpiStore(_Routed):
-    """The store half (see :class:`mpistage.backends.base.StoreBackend`)."""
+class MpiStore(_Routed, StoreBackend):
+    """The store half over the wire (methods documented in :class:`~mpistage.backends.base.StoreBackend`)."""
 
     def put_tensor(self, key: str, array: np.ndarray) -> None:
         raw, shard = self._route(key)
@@ -207,9 +207,10 @@ class MpiRunHandle(RunHandle):
             raise self._error
 
 
-class MpiEngine(_Routed):
-    """The engine half (see :class:`mpistage.backends.base.EngineBackend`): models and scripts
-    live on every shard; a run goes to the shard of its first input."""
+class MpiEngine(_Routed, EngineBackend):
+    """The engine half over the wire (methods documented in
+    :class:`~mpistage.backends.base.EngineBackend`): models and scripts live on every shard; a
+    run goes to the shard of its first input."""
 
     def set_model(self, key: str, data: bytes, spec: ModelSpec) -> None:
         fields = [key_field(key), spec.backend.encode(), spec.device.encode(), spec.tag.encode(),
