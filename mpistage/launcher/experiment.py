@@ -249,13 +249,13 @@ class Experiment:
 
     def _launch(self, job: Job, mpiexec_args: list[str], launcher: Launcher) -> None:
         job.launcher = launcher
+        job.started = time.time()  # the launch began (spawn blocks until the ranks are in MPI_Init)
         try:
             launcher.launch(job, mpiexec_args)
         except Exception as exc:  # a member that cannot start fails; the others go on
             job.reason = f"could not start: {exc}"
             self._finish(job, None)
             return
-        job.started = time.time()
         job.status = Status.RUNNING
         self._write_state()
         self._ensure_monitor()

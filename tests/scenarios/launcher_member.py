@@ -2,16 +2,19 @@
 (configured with ;value;), then behaves as ``--mode`` says: ok, fail (exit 3), crash (SIGSEGV),
 abort (MPI_Abort), hang (sleeps until stopped)."""
 
-import argparse
-import os
-import signal
-import sys
 import time
 
-import numpy as np
+STARTED_AT = time.time()
 
-from mpistage import Client
-from mpistage.mpienv import mpi
+import argparse  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from mpistage import Client  # noqa: E402
+from mpistage.mpienv import mpi  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--mode", default="ok")
@@ -21,11 +24,13 @@ args = p.parse_args()
 MPI = mpi()
 rank = MPI.COMM_WORLD.Get_rank()
 client = Client()
+CONNECTED_AT = time.time()
 config = open("config.txt").read().strip() if os.path.exists("config.txt") else ""
 if rank == 0:
     client.put_tensor("value", np.array([args.value], dtype=np.float64))
     print(f"member {os.environ.get('SSKEYOUT', '?')} of {MPI.COMM_WORLD.Get_size()} ranks wrote {args.value} "
-          f"config={config!r} cwd={os.getcwd()}", flush=True)
+          f"config={config!r} cwd={os.getcwd()} started_at={STARTED_AT:.6f} connected_at={CONNECTED_AT:.6f}",
+          flush=True)
 MPI.COMM_WORLD.Barrier()
 if args.mode == "fail":
     print("failing on purpose", file=sys.stderr, flush=True)
