@@ -210,3 +210,58 @@ def test_coarse_graining_refuses_bad_shapes() -> None:
         features.block_mean(np.zeros((10, 8)), 4)
     with pytest.raises(ValueError, match="face velocities"):
         features.cell_centred(np.zeros((5, 4)), np.zeros((5, 4)))
+
+
+READ_SNAPSHOT = """
+import sys, numpy as np
+from mpistage import Client
+c = Client()
+out = {}
+for r in range(int(sys.argv[2])):
+    base = "{ocean.r%d}.d%06d" % (r, int(sys.argv[3]))
+    for name in ("u", "v", "h", "meta"):
+        out[f"{r}.{name}"] = c.get_tensor(f"{base}.{name}")
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_ml_closure_against_servers(ocean_exe: Path, tmp_path: Path) -> None:
+    """Four model days of the factor-4 basin with closure = ml on 2 ranks against 2 shards (connect
+    mode), an untrained EKEResNet published by setup_network.py, from a restart at day 30; snapshots
+    streamed every 2 days (the last on day 34, the final state)."""
+    from harness import PYTHON, started_servers
+
+    run_ocean(ocean_exe, tmp_path, configs.merged(configs.coarse(4, "none"),
+                                                  run={"days": 30, "perturb": 1.0, "restart_out": "warm.bin"}))
+    nml = configs.merged(configs.coarse(4, "ml"),
+                         run={"days": 4, "restart_in": "warm.bin", "restart_out": "end.bin", "diag_file": "diag.txt"},
+                         closure={"ml_alpha": 0.02, "coupling_interval": 1},
+                         coupling={"stream": True, "snapshot_interval": 2})
+    state.write_namelist(tmp_path / "ml.nml", nml)
+    with started_servers(shards=2) as servers:
+        env = {**servers.client_env(), "PYTHONPATH": str(ROOT)}
+        run([PYTHON, ROOT / "examples/ocean/setup_network.py", "--state", tmp_path / "warm.bin", "--factor", "1"],
+            timeout=TIMEOUT, env=env)
+        out = run([PYTHON, "-m", "mpistage.cli", "run", "--dir", servers.dir, "-n", "2", "--", ocean_exe, "ml.nml"],
+                  timeout=TIMEOUT, cwd=tmp_path).stdout
+        (tmp_path / "snap.py").write_text(READ_SNAPSHOT)
+        run([PYTHON, tmp_path / "snap.py", tmp_path / "snap.npz", "2", "34"], timeout=TIMEOUT, env=env)
+    assert "4 network calls" in out, out
+    d = read_diag(tmp_path / "diag.txt")
+    assert d.shape == (4, 8) and np.isfinite(d).all() and d[:, 2].min() > 400
+    end = state.read_state(tmp_path / "end.bin")
+    assert end.day == 34
+    assert np.isfinite(end.e).all() and (end.e > 0).all() and end.e.max() <= 1.0, "no EKE came back"
+    assert np.ptp(np.log(end.e)) > 1e-3, "the network's EKE is the same everywhere"
+    np.testing.assert_allclose(end.kappa, 0.02 * np.sqrt(end.e) * 1.6e6 / 32, rtol=1e-12)
+    cost = [line for line in (tmp_path / "diag.txt").read_text().splitlines() if line.startswith("# mpistage_s")]
+    assert cost and float(cost[0].split()[2]) > 0
+    snap = np.load(tmp_path / "snap.npz")
+    uc, vc = features.cell_centred(end.u, end.v)
+    for r in range(2):
+        i0, j0, nxl, nyl, nx, ny, day, nranks = (int(x) for x in snap[f"{r}.meta"])
+        assert (nx, ny, day, nranks) == (32, 32, 34, 2)
+        block = np.s_[i0:i0 + nxl, j0:j0 + nyl]
+        np.testing.assert_array_equal(snap[f"{r}.h"], end.h[block])
+        np.testing.assert_allclose(snap[f"{r}.u"], uc[block], rtol=1e-15, atol=1e-18)
+        np.testing.assert_allclose(snap[f"{r}.v"], vc[block], rtol=1e-15, atol=1e-18)
