@@ -15,11 +15,12 @@ from .errors import (
                      StoreFullError,
                      UnknownOperationError,
 )
+from .launcher import Experiment, Status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BadArgumentError", "Client", "Dataset", "KeyNotFoundError", "MpistageError", "ProtocolError",
     "RunHandle", "ServerRuntimeError", "ServerUnreachableError", "StoreFullError",
-    "UnknownOperationError", "app_comm", "close_connection",
+    "UnknownOperationError", "app_comm", "close_connection", "Experiment", "Status",
 ]
