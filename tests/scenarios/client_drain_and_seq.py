@@ -2,9 +2,9 @@
 must not be reused while its request is in flight (issue 7, 6a). One shard, one client, MPMD.
 
 ``unpack_tensor`` of a 1 MiB tensor into an array of the wrong shape raises BadArgumentError, and
-an async run is started and held; then more requests than there are request ids (sent 64 at a
-time through the connection, with a public ``tensor_exists`` in each batch) make every id come
-round. Afterwards ``get_tensor`` still works, and the held run completes with the right result."""
+an async run is started and held; then every request id comes round (the stale payload's id
+first, the run's last), after which ``get_tensor`` still works and the held run completes with
+the right result."""
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from mpistage import Client
 from mpistage._mpi.process import get_connection
 from mpistage.protocol import SEQ_MAX, SEQ_MIN, Kind, Op
 
-WRAP = SEQ_MAX - SEQ_MIN + 100
+SPAN = SEQ_MAX - SEQ_MIN + 1  # how many request ids there are
 BATCH = 64
 c = Client()
 conn = get_connection()
@@ -40,16 +40,22 @@ x = np.arange(12, dtype=np.float32).reshape(3, 4)
 c.put_tensor("x", x)
 handle = c.run_model_async("double", "x", "y")
 
+# Every request id comes round: SPAN - 1 requests through the connection, 64 at a time, then the
+# next ones through the public API; the first of those would get the held run's id if ids were
+# reused while in flight (and would read the run's reply as its own).
 exists = [bytes([Kind.TENSOR]), b"big"]
-for _ in range(WRAP // BATCH + 1):
-    pending = [conn.start(0, Op.EXISTS, exists) for _ in range(BATCH - 1)]
-    assert c.tensor_exists("big")
+left = SPAN - 1
+while left:
+    pending = [conn.start(0, Op.EXISTS, exists) for _ in range(min(BATCH, left))]
+    left -= len(pending)
     for p in pending:
         conn.finish(p)
+for _ in range(200):
+    assert c.tensor_exists("big") and not c.tensor_exists("nothing")
 
 assert np.array_equal(c.get_tensor("big"), big)
-print(f"drain OK: get_tensor works {WRAP} requests after a failed unpack", flush=True)
+print(f"drain OK: get_tensor works {SPAN + 400} requests after a failed unpack", flush=True)
 assert handle.done()
 handle.wait(timeout=60)
 assert np.array_equal(c.get_tensor("y"), 2 * x)
-print(f"seq OK: an async run held across {WRAP} requests completed", flush=True)
+print(f"seq OK: an async run held across {SPAN + 400} requests completed", flush=True)
