@@ -14,13 +14,14 @@ from typing import Any
 from .._mpi.connfile import ADDRESS_ENV, DEFAULT_BACKEND, backend_named_in, launched_by_mpiexec
 from .._mpi.links import is_mpmd_app
 from ..errors import BadArgumentError
-from . import inprocess, mpi
+from . import adios2_config, inprocess, mpi
 from .base import Backend, BackendFactory, EngineBackend, ModelSpec, RunHandle, StoreBackend
 
 #: Backend name -> factory.
 BACKENDS: dict[str, BackendFactory] = {
     "mpi": mpi.create,
     "inprocess": inprocess.create,
+    "adios2": adios2_config.create,  # imports adios2 only when opened
 }
 
 
