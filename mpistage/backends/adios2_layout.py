@@ -8,12 +8,15 @@
   xarray's ADIOS2 reader (xarray-adios2) takes as the variable's ``dims``; by default
   ``<key>_dim0 <key>_dim1 ...`` (``/`` -> ``_``), or the names given in the options.
 - A dataset ``d`` with tensors ``t``: variables ``d/t``; metadata field ``f``: attribute ``d/f``
-  (a numeric array for scalars, a string array for strings); ``d/mpistage.tensors`` lists the
-  tensor names in order. A stock file's ``d/<name>`` variables and attributes read as a dataset
-  too (without the list: the variables in name order).
+  (a numeric array for scalars; a string for one string, a string array for several: string
+  arrays arrive empty over SST, so SST takes one string per field); ``d/mpistage.tensors`` is
+  the tensor names in order, as a JSON list in one string. A stock file's ``d/<name>``
+  variables and attributes read as a dataset too (without the list: the variables in name order).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -86,3 +89,19 @@ def metadata_fields(key: str, attributes: list[str]) -> list[str]:
     """The metadata fields of dataset ``key`` among ``attributes``: its direct attributes but
     mpistage's own (``mpistage.*``)."""
     return [f for f in dataset_members(key, attributes) if not f.startswith("mpistage.")]
+
+
+def encode_names(names: list[str]) -> str:
+    """The ``mpistage.tensors`` attribute: one string (string arrays do not survive SST)."""
+    return json.dumps(list(names))
+
+
+def decode_names(value: list[str]) -> list[str]:
+    """The tensor names an ``mpistage.tensors`` attribute (read as a list of strings) holds."""
+    try:
+        names = json.loads(value[0]) if len(value) == 1 else None
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadArgumentError(f"attribute mpistage.tensors is {value!r}, not a JSON list of names")
+    return names

@@ -186,11 +186,14 @@ class Adios2Store:
                     raise BadArgumentError(f"metadata field {field!r}: no '/' and no 'mpistage.' prefix over ADIOS2")
             for name in names:
                 self._write_variable(lay.dataset_variable(key, name), dataset.get_tensor(name))
-            self._define_attribute(lay.attribute_of(key, lay.TENSORS_ATTR), names or [""])
+            self._define_attribute(lay.attribute_of(key, lay.TENSORS_ATTR), lay.encode_names(names))
             for field, values in scalars.items():
                 self._define_attribute(lay.attribute_of(key, field), np.ascontiguousarray(values))
             for field, texts in strings.items():
-                self._define_attribute(lay.attribute_of(key, field), list(texts))
+                if len(texts) > 1 and self.options.engine == "SST":
+                    raise BadArgumentError(f"metadata field {field!r} holds {len(texts)} strings: string-array "
+                                           "attributes arrive empty over SST (adios2 2.12); use one string per field")
+                self._define_attribute(lay.attribute_of(key, field), texts[0] if len(texts) == 1 else list(texts))
 
     def get_dataset(self, key: str) -> Dataset:
         with self._lock:
@@ -198,7 +201,7 @@ class Adios2Store:
             if not self._is_dataset(key):
                 raise KeyNotFoundError(self._missing("dataset", key))
             listed = self._attribute(lay.attribute_of(key, lay.TENSORS_ATTR))
-            names = ([n for n in listed if n] if listed is not None
+            names = (lay.decode_names(listed) if isinstance(listed, list)
                      else lay.dataset_members(key, sorted(self._variables)))
             tensors: dict[str, np.ndarray] = {}
             for name in names:
@@ -296,7 +299,7 @@ class Adios2Store:
                 self._define_attribute(lay.attribute_of(name, lay.DIMENSIONS_ATTR),
                                        lay.dimension_names(name, data.ndim, self.options.dimensions))
             if lay.is_fortran(array):
-                self._define_attribute(lay.attribute_of(name, lay.ORDER_ATTR), ["F"])
+                self._define_attribute(lay.attribute_of(name, lay.ORDER_ATTR), "F")
         else:
             if known != (data.dtype, data.ndim):
                 raise BadArgumentError(f"{name!r} was first put as {known[0]} with {known[1]} dims; ADIOS2 "
