@@ -27,7 +27,6 @@ REPLY_MAGIC = b"MPSR"
 #: A reply (and its payload) travels on the request's ``seq``, which lies in ``[SEQ_MIN, SEQ_MAX]``.
 TAG_REQUEST = 1
 TAG_PAYLOAD = 2
-TAG_PEER = 3
 SEQ_MIN = 16
 SEQ_MAX = 32767
 
