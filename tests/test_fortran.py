@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpistage.jobs import JobTimeout, run_bounded, server_command
 from mpistage.mpienv import apply_defaults
 from mpistage.protocol import DTYPE_CODES
 
@@ -26,7 +26,7 @@ FORTRAN = ROOT / "fortran"
 BUILD = FORTRAN / "build"
 PY = sys.executable
 BIN = Path(PY).parent
-SERVER = [str(BIN / "mpistage-server")] if (BIN / "mpistage-server").exists() else [PY, "-m", "mpistage.server"]
+SERVER = server_command()
 MPISTAGE = [str(BIN / "mpistage")] if (BIN / "mpistage").exists() else [PY, "-m", "mpistage.cli"]
 TIMEOUT = 120
 
@@ -44,19 +44,13 @@ def env() -> dict[str, str]:
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = TIMEOUT,
         check: bool = True, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run cmd in its own session; on timeout kill its whole process group."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    """Run cmd in its own process group (killed on timeout); fail the test on timeout or error."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{out[-4000:]}")
-    result = subprocess.CompletedProcess(cmd, proc.returncode, out, None)
-    if check and proc.returncode != 0:
-        pytest.fail(f"exit {proc.returncode}: {' '.join(cmd)}\n{out[-6000:]}")
+        result = run_bounded(cmd, timeout, {**env(), **(extra_env or {})}, cwd)
+    except JobTimeout as exc:
+        pytest.fail(str(exc)[-4000:])
+    if check and result.returncode != 0:
+        pytest.fail(f"exit {result.returncode}: {' '.join(cmd)}\n{result.stdout[-6000:]}")
     return result
 
 
