@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import run_job, summarize  # noqa: E402
 
+from mpistage.jobs import kill_group  # noqa: E402
+
 SIZES = {"8B": 8, "4KiB": 4 << 10, "48KiB": 48 << 10, "602KiB": 224 * 224 * 3 * 4,
          "4MiB": 4 << 20, "16MiB": 16 << 20}
 HERE = Path(__file__).resolve()
@@ -167,8 +169,11 @@ def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick
                "--port-file", str(port_file), "--out", str(out), *quick]
         acceptor = subprocess.Popen([*job, "--side", "accept"], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-        run_job([*job, "--side", "connect"], env, timeout=300)
-        acceptor.wait(timeout=60)
+        try:
+            run_job([*job, "--side", "connect"], env, timeout=300)
+            acceptor.wait(timeout=60)
+        finally:
+            kill_group(acceptor)  # a connect side that failed must not leave the acceptor spinning
     finally:
         ompi.terminate()
         ompi.wait(timeout=30)
