@@ -141,6 +141,10 @@ class ServerConnection:
     # ------------------------------------------------------------ the wire
     def _take_seq(self) -> int:
         seq, in_flight = self._next_seq, self._in_flight
+        if seq not in in_flight:  # the common case: nothing in flight holds the next id
+            self._next_seq = seq + 1 if seq < SEQ_MAX else SEQ_MIN
+            in_flight.add(seq)
+            return seq
         for _ in range(SEQ_SPAN):
             following = seq + 1 if seq < SEQ_MAX else SEQ_MIN
             if seq not in in_flight:
