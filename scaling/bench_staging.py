@@ -170,8 +170,11 @@ def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick
         acceptor = subprocess.Popen([*job, "--side", "accept"], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            run_job([*job, "--side", "connect"], env, timeout=300)
-            acceptor.wait(timeout=60)
+            run_job([*job, "--side", "connect"], env, timeout=300)  # the connecting side measures
+            try:
+                acceptor.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                print("bench_staging: the accepting job did not exit within 60 s; killed", file=sys.stderr)
         finally:
             kill_group(acceptor)  # a connect side that failed must not leave the acceptor spinning
     finally:
