@@ -139,6 +139,12 @@ class Adios2Store:
             if not self.closed:
                 self.flush()
 
+    def variables(self) -> list[str]:
+        """A reader's variable names in the current step (beginning one if none is open)."""
+        with self._lock:
+            self._reading("variables")
+            return sorted(self._variables)
+
     # ------------------------------------------------------------ tensors
     def put_tensor(self, key: str, array: np.ndarray) -> None:
         describe(array)  # TypeError for a dtype mpistage does not stage
