@@ -61,7 +61,9 @@ def test_writer_that_dies_ends_the_readers_stream(tmp_path):
                          ["mpistage-reader", "10", "timeout=30"])
     assert wp.returncode == -signal.SIGKILL and w == {"died_after": 2}
     assert rp.returncode == 0, rp.stdout
-    assert r["seen"][:2] == [0, 1] and r["events"][-1] in ("end", "error:ServerUnreachableError"), r
+    # SST keeps a step's data in the writer's memory: the reader has what it pulled before the
+    # death (step 0, published 0.5 s before; step 1 only if pulled in time), then the stream ends
+    assert r["seen"] in ([0], [0, 1]) and r["events"][-1] in ("end", "error:ServerUnreachableError"), r
 
 
 def test_reader_that_dies_does_not_stop_the_writer(tmp_path):
