@@ -1,4 +1,4 @@
-"""``Client``: the public API, with SmartRedis's names and semantics.
+"""``Client``: the public API, with SmartRedis's names, argument checks and key-space semantics.
 
 Knows names, key prefixes and argument checks; hands finished keys to a backend
 (``mpistage.backends``) and never knows how the bytes travel or where they are stored.
@@ -6,21 +6,33 @@ Knows names, key prefixes and argument checks; hands finished keys to a backend
 
 from __future__ import annotations
 
+import inspect
 import os
+import textwrap
 import time
-from collections.abc import Callable
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ._mpi.connfile import ADDRESS_ENV, launched_by_mpiexec
 from .backends import open_backend
-from .backends.base import Backend, StoreBackend
+from .backends.base import Backend, RunHandle, StoreBackend
 from .client_engine import EngineClientMixin
 from .dataset import Dataset
-from .errors import BadArgumentError
+from .errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError, typecheck
 from .protocol import Kind, TensorDesc, key_field
 
 KEY_CACHE_SIZE = 65536
+#: The model backends SmartRedis knows; an unknown name is a TypeError, a known one that this
+#: mpistage cannot run is the engine's BadArgumentError.
+SMARTREDIS_BACKENDS = ("TF", "TFLITE", "TORCH", "ONNX")
+_KEY_LISTS = (list, str)
+
+#: Where each open MPI connection of this process leads (see ``Client._check_target``).
+_TARGETS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 class Client(EngineClientMixin):
@@ -28,7 +40,9 @@ class Client(EngineClientMixin):
 
     ``Client()`` finds the servers by itself in an MPMD job; otherwise give ``address`` (a
     connection file) or set ``MPISTAGE_ADDRESS``. All ``Client`` objects of a process share one
-    connection; the first one is collective over the application ranks (``comm``).
+    connection; the first one is collective over the application ranks (``comm``). A later
+    ``Client`` whose ``address`` names other servers than the open connection raises
+    ServerUnreachableError (it is never silently given the first one's servers).
     ``backend`` chooses how data is staged: a name registered in ``mpistage.backends.BACKENDS``
     ("mpi", "inprocess") or a :class:`mpistage.backends.Backend`; by default the connection
     file's ``"backend"`` field, else "mpi". ``cluster`` is accepted for SmartRedis
@@ -36,23 +50,63 @@ class Client(EngineClientMixin):
 
     Keys are prefixed as SmartRedis does: puts with the first of ``$SSKEYOUT``, reads with the
     first of ``$SSKEYIN`` (see :meth:`set_data_source`), for tensors, datasets and lists (models
-    and scripts too after :meth:`use_model_ensemble_prefix`). A name that is not a ``str``
-    raises TypeError; an empty key, or one over 1024 bytes with its prefix, raises ValueError.
-    Raises ServerUnreachableError when the servers cannot be found.
+    and scripts too after :meth:`use_model_ensemble_prefix`). Arguments of the wrong type raise
+    TypeError, as in SmartRedis; an empty key, or one over 1024 bytes with its prefix, raises
+    ValueError. Deleting a tensor, dataset or list that does not exist does nothing (Redis's
+    ``DEL``). Raises ServerUnreachableError when the servers cannot be found.
     """
 
-    def __init__(self, cluster: bool | None = None, address: str | None = None,
+    def __init__(self, cluster: bool | None = None, address: str | os.PathLike[str] | None = None,
                  logger_name: str = "mpistage", comm: Any = None,
                  backend: str | Backend | None = None) -> None:
+        if address is not None:
+            typecheck(address, "address", (str, os.PathLike))
+            address = os.fspath(address)
+        typecheck(logger_name, "logger_name", str)
         self.logger_name = logger_name
         self._backend: Backend = open_backend(backend, address, comm)
         self._store: StoreBackend = self._backend.store
-        self._put_prefix = os.environ.get("SSKEYOUT", "").split(",")[0]
-        self._get_prefixes = [p for p in os.environ.get("SSKEYIN", "").split(",") if p]
-        self._get_prefix = self._get_prefixes[0] if self._get_prefixes else ""
+        if self._backend.name == "mpi" and not isinstance(backend, Backend):
+            self._check_target(address, comm)
+        self._set_prefixes(os.environ.get("SSKEYOUT", ""), os.environ.get("SSKEYIN", ""))
         self._prefix_use = {Kind.TENSOR: True, Kind.DATASET: True, Kind.LIST: True,
                             Kind.MODEL: False, Kind.SCRIPT: False}
+
+    def _set_prefixes(self, sskeyout: str, sskeyin: str) -> None:
+        """Take the ensemble prefixes from SSKEYOUT/SSKEYIN-style comma lists."""
+        self._put_prefix = sskeyout.split(",")[0]
+        self._get_prefixes = [p for p in sskeyin.split(",") if p]
+        self._get_prefix = self._get_prefixes[0] if self._get_prefixes else ""
         self._keys: dict[tuple[str, Kind, bool], str] = {}
+
+    @staticmethod
+    def _check_target(address: str | None, comm: Any) -> None:
+        """Record where this process's MPI connection leads, or raise when ``address`` names
+        other servers than the connection that is open (one connection per process)."""
+        from ._mpi.links import is_mpmd_app
+        from ._mpi.process import get_connection
+
+        conn = get_connection(address, comm)  # the open one: nothing is opened here
+        wanted = os.path.realpath(address) if address is not None else None
+        known = _TARGETS.get(conn)
+        if known is None:
+            env = os.environ.get(ADDRESS_ENV)
+            mpmd = launched_by_mpiexec() and is_mpmd_app()
+            _TARGETS[conn] = wanted or (os.path.realpath(env) if env and not mpmd else "this MPMD job's servers")
+        elif wanted is not None and wanted != known:
+            raise ServerUnreachableError(
+                f"this process is connected to {known}; mpistage keeps one connection per process, "
+                f"so a Client for {wanted} cannot be opened alongside it (call "
+                f"mpistage.close_connection() first)")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(logger_name={self.logger_name!r}, backend={self.backend!r}, "
+                f"shards={self.nshards})")
+
+    def __str__(self) -> str:
+        return (f"Client ({self.logger_name}):\n  Backend: {self.backend}\n  Shards: {self.nshards}\n"
+                f"  Put prefix: {self._put_prefix or '(none)'}\n"
+                f"  Get prefix: {self._get_prefix or '(none)'}")
 
     # ------------------------------------------------------------ keys
     @property
@@ -68,10 +122,9 @@ class Client(EngineClientMixin):
     def _key(self, name: str, kind: Kind, reading: bool = True) -> str:
         """The stored key of ``name``: its prefix applied (cached: simulations reuse their names)."""
         keys = self._keys
-        key = keys.get((name, kind, reading))
+        key = keys.get((name, kind, reading)) if isinstance(name, str) else None
         if key is None:
-            if not isinstance(name, str):
-                raise TypeError(f"a key must be a str, not {type(name).__name__}")
+            typecheck(name, "name", str)
             use = self._prefix_use.get(kind)
             prefix = (self._get_prefix if reading else self._put_prefix) if use else ""
             key = f"{prefix}.{name}" if prefix else name
@@ -84,12 +137,20 @@ class Client(EngineClientMixin):
     def _prefixes_changed(self) -> None:
         self._keys.clear()
 
+    def _delete(self, kind: Kind, name: str) -> None:
+        """Delete ``name``; a key that does not exist is no error (Redis's ``DEL``)."""
+        key = self._key(name, kind, False)
+        try:
+            self._store.delete(kind, key)
+        except KeyNotFoundError:
+            pass
+
     # ------------------------------------------------------------ tensors
     def put_tensor(self, name: str, data: np.ndarray) -> None:
         """Store a numpy array under ``name`` (any supported dtype, any shape, any memory order).
         Raises TypeError for an unsupported dtype, StoreFullError when the shard is full."""
         if not isinstance(data, np.ndarray):
-            raise TypeError(f"put_tensor takes a numpy.ndarray, not {type(data).__name__}")
+            typecheck(data, "data", np.ndarray)
         self._store.put_tensor(self._key(name, Kind.TENSOR, False), data)
 
     def get_tensor(self, name: str) -> np.ndarray:
@@ -100,8 +161,7 @@ class Client(EngineClientMixin):
     def unpack_tensor(self, name: str, result: np.ndarray) -> None:
         """Fill ``result`` (same shape and dtype as the stored tensor) in place.
         Raises BadArgumentError on a shape or dtype mismatch, KeyNotFoundError for a missing key."""
-        if not isinstance(result, np.ndarray):
-            raise TypeError("unpack_tensor fills a numpy.ndarray")
+        typecheck(result, "result", np.ndarray)
 
         def target(desc: TensorDesc) -> np.ndarray:
             if result.shape != desc.shape or result.dtype.newbyteorder("=") != desc.dtype.newbyteorder("="):
@@ -118,8 +178,8 @@ class Client(EngineClientMixin):
             result[...] = got
 
     def delete_tensor(self, name: str) -> None:
-        """Remove the tensor; raises KeyNotFoundError when ``name`` does not exist."""
-        self._store.delete(Kind.TENSOR, self._key(name, Kind.TENSOR, False))
+        """Remove the tensor (nothing happens when there is none, as in SmartRedis)."""
+        self._delete(Kind.TENSOR, name)
 
     def copy_tensor(self, src_name: str, dest_name: str) -> None:
         """Copy a tensor to a new key (across shards when they differ); raises KeyNotFoundError."""
@@ -134,22 +194,29 @@ class Client(EngineClientMixin):
         return self._store.exists(Kind.TENSOR, self._key(name, Kind.TENSOR))
 
     def key_exists(self, key: str) -> bool:
-        """True when ``key`` (taken as it is, no prefix) names a tensor, dataset or list."""
-        if not isinstance(key, str):
-            raise TypeError(f"a key must be a str, not {type(key).__name__}")
+        """True when ``key`` (taken as it is, no prefix) names a tensor, dataset, list, model or
+        script (as every RedisAI key is a Redis key)."""
+        typecheck(key, "key", str)
         key_field(key)
-        return self._store.exists(Kind.ANY, key)
+        if self._store.exists(Kind.ANY, key):
+            return True
+        return self._backend.engine is not None and (
+            self._store.exists(Kind.MODEL, key) or self._store.exists(Kind.SCRIPT, key))
 
     def poll_tensor(self, name: str, poll_frequency_ms: int, num_tries: int) -> bool:
         """Check up to ``num_tries`` times, ``poll_frequency_ms`` apart, for tensor ``name``."""
+        typecheck(name, "name", str)
         return self._poll(lambda: self.tensor_exists(name), poll_frequency_ms, num_tries)
 
     def poll_key(self, key: str, poll_frequency_ms: int, num_tries: int) -> bool:
         """Check up to ``num_tries`` times, ``poll_frequency_ms`` apart, for ``key`` (no prefix)."""
+        typecheck(key, "key", str)
         return self._poll(lambda: self.key_exists(key), poll_frequency_ms, num_tries)
 
     @staticmethod
     def _poll(check: Callable[[], bool], poll_frequency_ms: int, num_tries: int) -> bool:
+        typecheck(poll_frequency_ms, "poll_frequency_ms", int)
+        typecheck(num_tries, "num_tries", int)
         for attempt in range(num_tries):
             if check():
                 return True
@@ -163,8 +230,7 @@ class Client(EngineClientMixin):
     # ------------------------------------------------------------ datasets
     def put_dataset(self, dataset: Dataset) -> None:
         """Store a Dataset (its tensors and metadata) under its name."""
-        if not isinstance(dataset, Dataset):
-            raise TypeError("put_dataset takes a mpistage.Dataset")
+        typecheck(dataset, "dataset", Dataset)
         self._store.put_dataset(self._key(dataset.get_name(), Kind.DATASET, False), dataset)
 
     def get_dataset(self, name: str) -> Dataset:
@@ -174,8 +240,8 @@ class Client(EngineClientMixin):
         return ds
 
     def delete_dataset(self, name: str) -> None:
-        """Remove the dataset; raises KeyNotFoundError when there is none."""
-        self._store.delete(Kind.DATASET, self._key(name, Kind.DATASET, False))
+        """Remove the dataset (nothing happens when there is none, as in SmartRedis)."""
+        self._delete(Kind.DATASET, name)
 
     def copy_dataset(self, src_name: str, dest_name: str) -> None:
         """Copy a dataset to a new key; raises KeyNotFoundError."""
@@ -191,19 +257,20 @@ class Client(EngineClientMixin):
 
     def poll_dataset(self, name: str, poll_frequency_ms: int, num_tries: int) -> bool:
         """Check up to ``num_tries`` times, ``poll_frequency_ms`` apart, for dataset ``name``."""
+        typecheck(name, "name", str)
         return self._poll(lambda: self.dataset_exists(name), poll_frequency_ms, num_tries)
 
     # ------------------------------------------------------------ aggregation lists
     def append_to_list(self, list_name: str, dataset: Dataset) -> None:
         """Append a dataset's name to an aggregation list (put the dataset itself first)."""
-        if not isinstance(dataset, Dataset):
-            raise TypeError("append_to_list takes a mpistage.Dataset")
+        typecheck(list_name, "list_name", str)
+        typecheck(dataset, "dataset", Dataset)
         self._store.list_append(self._key(list_name, Kind.LIST, False),
                                 self._key(dataset.get_name(), Kind.DATASET, False))
 
     def delete_list(self, list_name: str) -> None:
-        """Delete the list (not the datasets it names)."""
-        self._store.delete(Kind.LIST, self._key(list_name, Kind.LIST, False))
+        """Delete the list (not the datasets it names); nothing happens when there is none."""
+        self._delete(Kind.LIST, list_name)
 
     def copy_list(self, src_name: str, dest_name: str) -> None:
         """Copy a list (the names, not the datasets) to a new key; raises KeyNotFoundError."""
@@ -219,15 +286,21 @@ class Client(EngineClientMixin):
 
     def poll_list_length(self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int) -> bool:
         """Check up to ``num_tries`` times, ``poll_frequency_ms`` apart, for a length of ``list_length``."""
-        return self._poll(lambda: self.get_list_length(name) == list_length, poll_frequency_ms, num_tries)
+        return self._poll_length(name, list_length, poll_frequency_ms, num_tries, int.__eq__)
 
     def poll_list_length_gte(self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int) -> bool:
         """As :meth:`poll_list_length`, for a length of at least ``list_length``."""
-        return self._poll(lambda: self.get_list_length(name) >= list_length, poll_frequency_ms, num_tries)
+        return self._poll_length(name, list_length, poll_frequency_ms, num_tries, int.__ge__)
 
     def poll_list_length_lte(self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int) -> bool:
         """As :meth:`poll_list_length`, for a length of at most ``list_length``."""
-        return self._poll(lambda: self.get_list_length(name) <= list_length, poll_frequency_ms, num_tries)
+        return self._poll_length(name, list_length, poll_frequency_ms, num_tries, int.__le__)
+
+    def _poll_length(self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int,
+                     test: Callable[[int, int], bool]) -> bool:
+        typecheck(name, "name", str)
+        typecheck(list_length, "list_length", int)
+        return self._poll(lambda: test(self.get_list_length(name), list_length), poll_frequency_ms, num_tries)
 
     def get_datasets_from_list(self, list_name: str) -> list[Dataset]:
         """Every dataset the list names, in order."""
@@ -235,8 +308,121 @@ class Client(EngineClientMixin):
 
     def get_dataset_list_range(self, list_name: str, start_index: int, end_index: int) -> list[Dataset]:
         """Datasets at positions ``start_index..end_index`` (inclusive; negative counts from the end)."""
-        names = self._store.list_range(self._key(list_name, Kind.LIST), int(start_index), int(end_index))
+        typecheck(start_index, "start_index", int)
+        typecheck(end_index, "end_index", int)
+        names = self._store.list_range(self._key(list_name, Kind.LIST), start_index, end_index)
         return [self._store.get_dataset(n) for n in names]
+
+    # ------------------------------------------------------------ models and scripts (checks)
+    def set_model(self, name: str, model: Any, backend: str = "TORCH", device: str = "CPU",
+                  batch_size: int = 0, min_batch_size: int = 0, min_batch_timeout: int = 0,
+                  tag: str = "", inputs: str | Sequence[str] | None = None,
+                  outputs: str | Sequence[str] | None = None, example_inputs: Any = None) -> None:
+        """Store a model on every shard under ``name``, all or nothing (see
+        :meth:`mpistage.client_engine.EngineClientMixin.set_model`). ``backend`` and ``device``
+        are case-insensitive; ``"GPU:n"`` is ``"GPU"`` (each server rank picks its GPU). An
+        unknown backend or device raises TypeError, as in SmartRedis; ``min_batch_size`` without
+        ``batch_size``, or ``min_batch_timeout`` without ``min_batch_size``, BadArgumentError;
+        ``min_batch_size`` without ``min_batch_timeout`` warns (a lone request would wait for
+        company forever)."""
+        backend, device = _check_model_args(name, backend, device, batch_size, min_batch_size,
+                                            min_batch_timeout, tag, inputs, outputs)
+        super().set_model(name, model, backend, device, batch_size, min_batch_size, min_batch_timeout,
+                          tag, example_inputs=example_inputs)
+
+    def set_model_from_file(self, name: str, model_file: str | os.PathLike[str], backend: str = "TORCH",
+                            device: str = "CPU", batch_size: int = 0, min_batch_size: int = 0,
+                            min_batch_timeout: int = 0, tag: str = "",
+                            inputs: str | Sequence[str] | None = None,
+                            outputs: str | Sequence[str] | None = None) -> None:
+        """:meth:`set_model` with the bytes of a TorchScript file; FileNotFoundError when there is none."""
+        typecheck(model_file, "model_file", (str, os.PathLike))
+        backend, device = _check_model_args(name, backend, device, batch_size, min_batch_size,
+                                            min_batch_timeout, tag, inputs, outputs)
+        super().set_model_from_file(name, model_file, backend, device, batch_size, min_batch_size,
+                                    min_batch_timeout, tag)
+
+    def get_model(self, name: str) -> bytes:
+        """The TorchScript file bytes stored under ``name``; raises KeyNotFoundError."""
+        typecheck(name, "name", str)
+        return super().get_model(name)
+
+    def delete_model(self, name: str) -> None:
+        """Remove the model from every shard; raises KeyNotFoundError when there is none."""
+        typecheck(name, "name", str)
+        super().delete_model(name)
+
+    def model_exists(self, name: str) -> bool:
+        """True when a model or a script ``name`` is stored (RedisAI's keys, as in SmartRedis)."""
+        typecheck(name, "name", str)
+        return super().model_exists(name) or self._store.exists(Kind.SCRIPT, self._key(name, Kind.SCRIPT))
+
+    def poll_model(self, name: str, poll_frequency_ms: int, num_tries: int) -> bool:
+        """Check up to ``num_tries`` times, ``poll_frequency_ms`` apart, for model or script ``name``."""
+        typecheck(name, "name", str)
+        return self._poll(lambda: self.model_exists(name), poll_frequency_ms, num_tries)
+
+    def run_model(self, name: str, inputs: str | Sequence[str] | None = None,
+                  outputs: str | Sequence[str] | None = None) -> None:
+        """Run model ``name`` on the tensors ``inputs``, store its outputs under ``outputs``
+        (see :meth:`mpistage.client_engine.EngineClientMixin.run_model`)."""
+        self.run_model_async(name, inputs, outputs).wait()
+
+    def run_model_async(self, name: str, inputs: str | Sequence[str] | None = None,
+                        outputs: str | Sequence[str] | None = None) -> RunHandle:
+        """Start :meth:`run_model` and return at once; ``handle.wait()`` gives its result."""
+        typecheck(name, "name", str)
+        return super().run_model_async(name, *_check_key_lists(inputs, outputs))
+
+    def set_script(self, name: str, script: str, device: str = "CPU") -> None:
+        """Store TorchScript source on every shard under ``name``, all or nothing; an unknown
+        device raises TypeError."""
+        typecheck(name, "name", str)
+        typecheck(script, "script", str)
+        super().set_script(name, script, _check_device(device))
+
+    def set_script_from_file(self, name: str, file: str | os.PathLike[str], device: str = "CPU") -> None:
+        """:meth:`set_script` with the source read from ``file``; FileNotFoundError when there is none."""
+        typecheck(file, "file", (str, os.PathLike))
+        typecheck(name, "name", str)
+        super().set_script_from_file(name, file, _check_device(device))
+
+    def set_function(self, name: str, function: Callable[..., Any], device: str = "CPU") -> None:
+        """Store a Python function's source as a script, as SmartRedis does (so
+        :meth:`get_script` gives that source back): run it with
+        ``run_script(name, function.__name__, ...)``. The function must be valid TorchScript and
+        self-contained (it may call torch, not other Python functions)."""
+        typecheck(name, "name", str)
+        if not callable(function):
+            raise TypeError(f"argument function must be callable, not {type(function).__name__}")
+        try:
+            source = textwrap.dedent(inspect.getsource(function))
+        except (OSError, TypeError) as exc:
+            raise TypeError(f"the source of {function!r} cannot be found: {exc}") from None
+        self.set_script(name, source, device)
+
+    def get_script(self, name: str) -> str:
+        """The source stored under ``name`` (as it was set); raises KeyNotFoundError."""
+        typecheck(name, "name", str)
+        return super().get_script(name)
+
+    def delete_script(self, name: str) -> None:
+        """Remove the script from every shard; raises KeyNotFoundError when there is none."""
+        typecheck(name, "name", str)
+        super().delete_script(name)
+
+    def run_script(self, name: str, fn_name: str, inputs: str | Sequence[str],
+                   outputs: str | Sequence[str]) -> None:
+        """Call function ``fn_name`` of script ``name`` on the tensors ``inputs``, store what it
+        returns under ``outputs`` (see :meth:`mpistage.client_engine.EngineClientMixin.run_script`)."""
+        self.run_script_async(name, fn_name, inputs, outputs).wait()
+
+    def run_script_async(self, name: str, fn_name: str, inputs: str | Sequence[str],
+                         outputs: str | Sequence[str]) -> RunHandle:
+        """Start :meth:`run_script` and return at once; ``handle.wait()`` gives its result."""
+        typecheck(name, "name", str)
+        typecheck(fn_name, "fn_name", str)
+        return super().run_script_async(name, fn_name, *_check_key_lists(inputs, outputs))
 
     # ------------------------------------------------------------ servers
     def get_server_info(self) -> list[dict[str, Any]]:
@@ -261,6 +447,7 @@ class Client(EngineClientMixin):
     # ------------------------------------------------------------ ensembles (SmartRedis names)
     def set_data_source(self, source_id: str) -> None:
         """Read keys with prefix ``source_id`` (one of $SSKEYIN)."""
+        typecheck(source_id, "source_id", str)
         if source_id not in self._get_prefixes:
             raise BadArgumentError(f"{source_id!r} is not in SSKEYIN ({self._get_prefixes})")
         self._get_prefix = source_id
@@ -268,21 +455,69 @@ class Client(EngineClientMixin):
 
     def use_tensor_ensemble_prefix(self, use_prefix: bool) -> None:
         """Whether tensor names get the ensemble prefixes (on by default)."""
-        self._prefix_use[Kind.TENSOR] = bool(use_prefix)
-        self._prefixes_changed()
+        self._use_prefix((Kind.TENSOR,), use_prefix)
 
     def use_dataset_ensemble_prefix(self, use_prefix: bool) -> None:
         """Whether dataset names get the ensemble prefixes (on by default)."""
-        self._prefix_use[Kind.DATASET] = bool(use_prefix)
-        self._prefixes_changed()
+        self._use_prefix((Kind.DATASET,), use_prefix)
 
     def use_list_ensemble_prefix(self, use_prefix: bool) -> None:
         """Whether aggregation list names get the ensemble prefixes (on by default)."""
-        self._prefix_use[Kind.LIST] = bool(use_prefix)
-        self._prefixes_changed()
+        self._use_prefix((Kind.LIST,), use_prefix)
 
     def use_model_ensemble_prefix(self, use_prefix: bool) -> None:
         """Whether model and script names get the ensemble prefixes (off by default)."""
-        self._prefix_use[Kind.MODEL] = bool(use_prefix)
-        self._prefix_use[Kind.SCRIPT] = bool(use_prefix)
+        self._use_prefix((Kind.MODEL, Kind.SCRIPT), use_prefix)
+
+    def _use_prefix(self, kinds: tuple[Kind, ...], use_prefix: bool) -> None:
+        typecheck(use_prefix, "use_prefix", bool)
+        for kind in kinds:
+            self._prefix_use[kind] = use_prefix
         self._prefixes_changed()
+
+
+def _check_device(device: str) -> str:
+    """SmartRedis's device check: a str starting with CPU or GPU (any case; "GPU:1" is "GPU")."""
+    typecheck(device, "device", str)
+    device = device.upper()
+    for known in ("CPU", "GPU"):
+        if device.startswith(known):
+            return known
+    raise TypeError(f"device {device!r} must start with CPU or GPU")
+
+
+def _check_key_lists(inputs: str | Sequence[str] | None,
+                     outputs: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Tensor key arguments as SmartRedis takes them: None, a str or a list of str."""
+    checked = []
+    for value, what in ((inputs, "inputs"), (outputs, "outputs")):
+        keys = [] if value is None else [value] if isinstance(value, str) else value
+        typecheck(keys, what, _KEY_LISTS)
+        for key in keys:
+            typecheck(key, f"an element of {what}", str)
+        checked.append(list(keys))
+    return checked[0], checked[1]
+
+
+def _check_model_args(name: str, backend: str, device: str, batch_size: int, min_batch_size: int,
+                      min_batch_timeout: int, tag: str, inputs: Any, outputs: Any) -> tuple[str, str]:
+    """SmartRedis's checks of set_model's arguments; returns (backend, device) normalized."""
+    typecheck(name, "name", str)
+    typecheck(backend, "backend", str)
+    for value, what in ((batch_size, "batch_size"), (min_batch_size, "min_batch_size"),
+                        (min_batch_timeout, "min_batch_timeout")):
+        typecheck(value, what, int)
+    typecheck(tag, "tag", str)
+    _check_key_lists(inputs, outputs)
+    backend = backend.upper()
+    if backend not in SMARTREDIS_BACKENDS:
+        raise TypeError(f"backend {backend!r} is unknown (SmartRedis knows {', '.join(SMARTREDIS_BACKENDS)})")
+    if batch_size == 0 and min_batch_size > 0:
+        raise BadArgumentError("batch_size must be non-zero if min_batch_size is used")
+    if min_batch_size == 0 and min_batch_timeout > 0:
+        raise BadArgumentError("min_batch_size must be non-zero if min_batch_timeout is used")
+    if min_batch_size > 0 and min_batch_timeout == 0:
+        warnings.warn(f"model {name!r}: min_batch_size={min_batch_size} without min_batch_timeout: a "
+                      "request waits until that many have arrived, however long that takes",
+                      RuntimeWarning, stacklevel=3)
+    return backend, _check_device(device)

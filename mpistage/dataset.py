@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import BadArgumentError, KeyNotFoundError
+from .errors import BadArgumentError, KeyNotFoundError, typecheck
 from .protocol import DTYPE_CODES
 
 
@@ -12,12 +12,14 @@ class Dataset:
     """A named group of tensors and metadata fields, stored under one key.
 
     Metadata scalars accumulate per field (``add_meta_scalar`` twice gives two values), as do
-    metadata strings, as in SmartRedis.
+    metadata strings, as in SmartRedis. Arguments of the wrong type raise TypeError, as in
+    SmartRedis; a name that is not there raises KeyNotFoundError.
     """
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise BadArgumentError("a dataset needs a non-empty string name")
+        typecheck(name, "name", str)
+        if not name:
+            raise BadArgumentError("a dataset needs a non-empty name")
         self.name = name
         self._tensors: dict[str, np.ndarray] = {}
         self._scalars: dict[str, list] = {}
@@ -32,9 +34,9 @@ class Dataset:
     def add_tensor(self, name: str, data: np.ndarray) -> None:
         """Add (or replace) a copy of ``data`` (as SmartRedis and the Fortran client do: changing
         the array afterwards does not change the dataset). Raises TypeError for a name that is
-        not a str or an unsupported dtype."""
-        if not isinstance(name, str):
-            raise TypeError(f"a tensor name must be a str, not {type(name).__name__}")
+        not a str, data that is not a numpy array, or an unsupported dtype."""
+        typecheck(name, "name", str)
+        typecheck(data, "data", np.ndarray)
         arr = np.array(data, order="K", copy=True)
         if arr.dtype.newbyteorder("=") not in DTYPE_CODES:
             raise TypeError(f"dtype {arr.dtype} is not supported")
@@ -42,10 +44,19 @@ class Dataset:
 
     def get_tensor(self, name: str) -> np.ndarray:
         """The tensor called ``name``; raises KeyNotFoundError when there is none."""
+        typecheck(name, "name", str)
         try:
             return self._tensors[name]
         except KeyError:
             raise KeyNotFoundError(f"dataset {self.name!r} has no tensor {name!r}") from None
+
+    def get_tensor_type(self, name: str) -> type:
+        """The numpy scalar type of tensor ``name`` (``numpy.float64``...)."""
+        return self.get_tensor(name).dtype.type
+
+    def get_tensor_dims(self, name: str) -> list[int]:
+        """The shape of tensor ``name``, as a list."""
+        return list(self.get_tensor(name).shape)
 
     def get_tensor_names(self) -> list[str]:
         """The names of its tensors, in the order they were added."""
@@ -53,10 +64,13 @@ class Dataset:
 
     # ------------------------------------------------------------ metadata
     def add_meta_scalar(self, name: str, data: int | float | np.generic) -> None:
-        """Append a scalar to metadata field ``name`` (all of one field share a dtype)."""
+        """Append a scalar to metadata field ``name`` (all of one field share a dtype); TypeError
+        for more than one value or a type that is not a number."""
+        typecheck(name, "name", str)
         value = np.asarray(data)
-        if value.ndim != 0:
-            raise BadArgumentError("add_meta_scalar takes one scalar value")
+        if value.size != 1:
+            raise TypeError("add_meta_scalar takes one scalar value")
+        value = value.reshape(())
         if value.dtype.newbyteorder("=") not in DTYPE_CODES:
             raise TypeError(f"metadata dtype {value.dtype} is not supported")
         if name in self._strings:
@@ -68,20 +82,22 @@ class Dataset:
 
     def add_meta_string(self, name: str, data: str) -> None:
         """Append a string to metadata field ``name``."""
-        if not isinstance(data, str):
-            raise TypeError("add_meta_string takes a str")
+        typecheck(name, "name", str)
+        typecheck(data, "data", str)
         if name in self._scalars:
             raise BadArgumentError(f"metadata field {name!r} already holds scalars")
         self._strings.setdefault(name, []).append(data)
 
     def get_meta_scalars(self, name: str) -> np.ndarray:
         """The values of metadata field ``name``; raises KeyNotFoundError when there is none."""
+        typecheck(name, "name", str)
         if name not in self._scalars:
             raise KeyNotFoundError(f"dataset {self.name!r} has no metadata scalars {name!r}")
         return np.array(self._scalars[name], dtype=self._scalar_types[name])
 
     def get_meta_strings(self, name: str) -> list[str]:
         """The strings of metadata field ``name``; raises KeyNotFoundError when there is none."""
+        typecheck(name, "name", str)
         if name not in self._strings:
             raise KeyNotFoundError(f"dataset {self.name!r} has no metadata strings {name!r}")
         return list(self._strings[name])
@@ -89,6 +105,15 @@ class Dataset:
     def get_metadata_field_names(self) -> list[str]:
         """The names of its metadata fields, scalars first."""
         return list(self._scalars) + list(self._strings)
+
+    def get_metadata_field_type(self, name: str) -> type:
+        """The type of metadata field ``name``: a numpy scalar type, or ``str`` for strings."""
+        typecheck(name, "name", str)
+        if name in self._strings:
+            return str
+        if name not in self._scalar_types:
+            raise KeyNotFoundError(f"dataset {self.name!r} has no metadata field {name!r}")
+        return self._scalar_types[name].type
 
     # ------------------------------------------------------------ wire
     def metadata_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
@@ -110,3 +135,10 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, tensors={self.get_tensor_names()}, "
                 f"metadata={self.get_metadata_field_names()})")
+
+    def __str__(self) -> str:
+        lines = [f"DataSet ({self.name}):"]
+        lines += [f"  Tensor {n}: {a.dtype} {list(a.shape)}" for n, a in self._tensors.items()]
+        lines += [f"  Metadata {n}: {self._scalar_types[n]} x{len(v)}" for n, v in self._scalars.items()]
+        lines += [f"  Metadata {n}: str x{len(v)}" for n, v in self._strings.items()]
+        return "\n".join(lines)
