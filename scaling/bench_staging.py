@@ -104,12 +104,15 @@ def role_xjob(args: argparse.Namespace) -> None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(port)
         tmp.replace(port_file)  # whole or not at all: the other job polls for it
-        merged = MPI.COMM_SELF.Accept(port).Merge(True)
+        inter = MPI.COMM_SELF.Accept(port)
     else:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
-        merged = MPI.COMM_SELF.Connect(port_file.read_text()).Merge(False)
+        inter = MPI.COMM_SELF.Connect(port_file.read_text())
+    merged = inter.Merge(args.side == "accept")
     records = measure_raw(merged, args.quick)
+    merged.Free()
+    inter.Disconnect()  # without it MPI_Finalize waits for the other job for good
     if args.side == "connect":
         Path(args.out).write_text(json.dumps(records))
 
