@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs the main job: server ranks plus a coupled simulation, one MPMD job
-# on this machine (CPU).
+# Sets everything up, then runs the main job: the ocean EKE example (examples/ocean/run.py --demo).
+# One mpistage Experiment on this machine (CPU): 2 server ranks, a fine Fortran ocean run streaming
+# its fields, an online trainer, then a coarse Fortran ensemble calling the trained network against
+# a MEKE-like baseline, and the report (table on stdout; report.md and PNGs in ocean-run/).
+# Extra arguments go to run.py, e.g. `bash scripts/demo.sh --full --out ocean-full`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/mpistage launch --servers 2 -n 4 -- .venv/bin/python examples/coupled_demo.py "$@"
+exec .venv/bin/python examples/ocean/run.py "$@"

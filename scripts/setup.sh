@@ -44,7 +44,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import
   # finds it installed).
   .venv/bin/python -m pip install -q "torch==2.13.0" "${torch_args[@]}"
   .venv/bin/python -m pip install -q "mpi4py==4.1.2" numpy h5py adios2 pytest pytest-timeout ruff setuptools
-  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q --no-build-isolation -e ".[server,test]"
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q --no-build-isolation -e ".[server,test,ocean]"
   echo "$want" > "$stamp"
 fi
 if [ -f fortran/Makefile ]; then

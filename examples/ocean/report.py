@@ -134,8 +134,30 @@ def score(group: list[Member], truth: np.ndarray) -> dict[str, Any]:
             "per_member": per}
 
 
-def cost(members: list[Member]) -> dict[str, Any]:
-    """Time in mpistage calls (the slowest rank's, from each ML member's diagnostics) and inference rate."""
+def engine_totals(out: Path) -> dict[str, float]:
+    """Server-side totals over the shards (``server_info.json``, saved by run.py before the database
+    stopped): requests, rows, compute and queue seconds of the models and scripts."""
+    path = out / "server_info.json"
+    if not path.exists():
+        return {}
+    totals = {"model_requests": 0.0, "model_rows": 0.0, "model_compute_s": 0.0, "model_queue_s": 0.0,
+              "script_compute_s": 0.0, "script_queue_s": 0.0}
+    for shard in json.loads(path.read_text()):
+        engine = shard.get("engine") or {}
+        for m in (engine.get("models") or {}).values():
+            totals["model_requests"] += m.get("requests", 0)
+            totals["model_rows"] += m.get("rows", 0)
+            totals["model_compute_s"] += m.get("compute_s", 0.0)
+            totals["model_queue_s"] += m.get("queue_wait_s", 0.0)
+        for sc in (engine.get("scripts") or {}).values():
+            totals["script_compute_s"] += sc.get("compute_s", 0.0)
+            totals["script_queue_s"] += sc.get("queue_wait_s", 0.0)
+    return totals
+
+
+def cost(members: list[Member], engine: dict[str, float]) -> dict[str, Any]:
+    """Time in mpistage calls (the slowest rank's, from each ML member's diagnostics), how much of it
+    the servers spent computing (network and preprocessing script), and the inference rate."""
     ml = [m for m in members if m.closure == "ml" and m.cost and "mpistage_s" in m.cost]
     if not ml:
         return {}
@@ -143,12 +165,20 @@ def cost(members: list[Member]) -> dict[str, Any]:
     spent = sum(m.cost["mpistage_s"] for m in ml)
     calls = sum(m.cost["network_calls"] for m in ml)
     points = sum(m.cost["network_calls"] * m.eke.size for m in ml if m.eke is not None)
-    return {"members": len(ml), "wall_s": wall, "mpistage_s": spent, "mpistage_percent": 100 * spent / wall,
-            "per_member_percent": {m.name: m.cost["mpistage_percent"] for m in ml},
-            "network_calls": int(calls), "points_inferred": int(points),
-            "calls_per_s_in_calls": calls / spent if spent else math.nan,
-            "points_per_s_in_calls": points / spent if spent else math.nan,
-            "points_per_s_of_run": points / wall}
+    out: dict[str, Any] = {
+        "members": len(ml), "wall_s": wall, "mpistage_s": spent, "mpistage_percent": 100 * spent / wall,
+        "per_member_percent": {m.name: m.cost["mpistage_percent"] for m in ml},
+        "network_calls": int(calls), "points_inferred": int(points),
+        "calls_per_s_in_calls": calls / spent if spent else math.nan,
+        "points_per_s_in_calls": points / spent if spent else math.nan,
+        "points_per_s_of_run": points / wall}
+    if engine:
+        compute = engine["model_compute_s"] + engine["script_compute_s"]
+        out.update(engine=engine, server_compute_s=compute,
+                   points_per_s_of_server_compute=engine["model_rows"] / engine["model_compute_s"]
+                   if engine["model_compute_s"] else math.nan,
+                   other_s=max(spent - compute, 0.0), other_percent=100 * max(spent - compute, 0.0) / wall)
+    return out
 
 
 def change(ml: float | None, base: float | None) -> float | None:
@@ -187,7 +217,7 @@ def build_report(out: Path) -> dict[str, Any]:
         result["comparison"][str(factor)] = {
             "eke_change_percent": change(ml.get("rmse_eke"), meke.get("rmse_eke")),
             "ln_eke_change_percent": change(ml.get("rmse_ln_eke"), meke.get("rmse_ln_eke"))}
-    result["cost"] = cost(members)
+    result["cost"] = cost(members, engine_totals(out))
     result["stability"] = {m.name: {"stable": m.stable, "status": m.status, "days": int(m.diag.shape[0])
                                     if m.diag is not None else 0,
                                     "min_h": float(m.diag[:, 2].min()) if m.diag is not None and m.diag.size else None,
@@ -220,6 +250,11 @@ def verdict(r: dict[str, Any]) -> list[str]:
         p = r["cost"]["mpistage_percent"]
         lines.append(f"coupling: {p:.2f} % of the ML members' run time in mpistage calls "
                      f"({'within' if p <= GOAL_PERCENT else 'over'} the 1 % goal; paper 1.5 %).")
+        if "other_percent" in r["cost"]:
+            c = r["cost"]
+            lines.append(f"of that, the servers computed (network + preprocessing) {c['server_compute_s']:.1f} s "
+                         f"of {c['mpistage_s']:.1f} s; the rest (connect, transfers, waiting for a core) is "
+                         f"{c['other_percent']:.2f} % of the run time.")
     unstable = [k for k, v in r["stability"].items() if not v["stable"]]
     lines.append("every member stayed stable." if not unstable else f"NOT stable or incomplete: {', '.join(unstable)}.")
     return lines
@@ -262,6 +297,13 @@ def markdown(r: dict[str, Any], figures: list[str]) -> str:
                   f"| {c['members']} | {c['wall_s']:.1f} | {c['mpistage_s']:.2f} | {c['mpistage_percent']:.2f} % | "
                   f"{c['network_calls']} | {c['points_inferred']} | {c['points_per_s_in_calls']:.0f} | "
                   f"{c['points_per_s_of_run']:.0f} |", "",
+                  *([f"Server side (all shards): {c['engine']['model_requests']:.0f} network runs, "
+                     f"{c['engine']['model_rows']:.0f} points, {c['engine']['model_compute_s']:.1f} s computing the "
+                     f"network ({c['points_per_s_of_server_compute']:.0f} points/s), "
+                     f"{c['engine']['script_compute_s']:.1f} s the preprocessing script, "
+                     f"{c['engine']['model_queue_s'] + c['engine']['script_queue_s']:.1f} s queued; "
+                     f"the rest of the time in calls (connect, transfers, scheduling) is {c['other_s']:.1f} s = "
+                     f"{c['other_percent']:.2f} % of the run time.", ""] if "engine" in c else []),
                   "Per member: " + ", ".join(f"{k} {v:.2f} %" for k, v in c["per_member_percent"].items()) +
                   f". Goal {GOAL_PERCENT} %, paper {PAPER['mpistage_percent']} %. On this shared 2-core machine the "
                   "members, the server ranks and other jobs share the cores, which inflates both numbers.", ""]

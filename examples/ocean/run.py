@@ -54,6 +54,7 @@ class Plan:
     members_f8: int
     member_days: int
     member_output_interval: int
+    coupling_interval: int = 1
     fine_ranks: int = 1
     rounds: int | None = None
     epochs: int | None = None
@@ -73,8 +74,8 @@ class Plan:
             raise ValueError("the fine run needs at least one rank")
 
 
-DEMO = Plan(fine_days=365, snapshot_interval=5, min_snapshots=24, members_f4=4, members_f8=2,
-            member_days=365, member_output_interval=5)
+DEMO = Plan(fine_days=365, snapshot_interval=5, min_snapshots=25, members_f4=4, members_f8=2,
+            member_days=150, member_output_interval=5)
 FULL = Plan(fine_days=1825, snapshot_interval=5, min_snapshots=73, members_f4=4, members_f8=2,
             member_days=1825, member_output_interval=5, fine_ranks=2, member_timeout=7200.0)
 
@@ -108,12 +109,12 @@ def fine_namelist(plan: Plan, interval: int) -> configs.Namelist:
 
 def member_namelist(plan: Plan, factor: int, scheme: str, run_name: str) -> configs.Namelist:
     """A coarse member: ``scheme`` = ml (kappa = alpha sqrt(EKE) L, alpha of the MEKE constants at
-    this resolution, the network once a model day) or meke (the prognostic baseline)."""
+    this resolution, the network every ``coupling_interval`` model days) or meke (the prognostic baseline)."""
     nml = configs.merged(configs.coarse(factor, scheme),
                          run={"days": plan.member_days, "restart_in": "start.bin", "diag_file": "diag.txt",
                               "output_prefix": "snap", "output_interval": plan.member_output_interval})
     if scheme == "ml":
-        nml["closure"].update(ml_alpha=configs.COARSE[factor]["meke_alpha"], coupling_interval=1)
+        nml["closure"].update(ml_alpha=configs.COARSE[factor]["meke_alpha"], coupling_interval=plan.coupling_interval)
         nml["coupling"] = {"run_name": run_name}
     return nml
 
@@ -182,7 +183,7 @@ def run_training(exp, plan: Plan, out: Path, exe: Path, interval: int) -> None: 
         now = (f"fine day {day if day is not None else '-'}/{plan.fine_days}",
                last_line(trainer.path / "trainer.out"))
         if now != shown:
-            log(f"phase 1: {now[0]} | trainer: {now[1] or 'waiting for snapshots'}")
+            log(f"phase 1: {now[0]} | {now[1] or 'trainer: starting'}")
             shown = now
         time.sleep(2.0)
     log(f"phase 1: fine {exp.get_status(fine)[0].value}, trainer {exp.get_status(trainer)[0].value}: "
@@ -250,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exe = build()
     interval, starts = start_days(plan)
     with Experiment("ocean", exp_path=out, launcher=args.launcher) as exp:
-        db = exp.create_database(db_nodes=SHARDS)
+        # one torch thread per server rank: the cores are shared with the members (docs/ocean.md)
+        db = exp.create_database(db_nodes=SHARDS, server_args=["--threads", "1"])
         exp.start(db)
         log(f"database: {SHARDS} server ranks, address {db.get_address()[0]}")
         t1 = time.monotonic()
