@@ -8,14 +8,16 @@
 !> x[i-1, j-1] in Python, and the other way round (docs/fortran.md).
 module mpistage
   use mpi_f08, only : MPI_Comm
-  use, intrinsic :: iso_fortran_env, only : int8, int16, int32, int64, real32, real64
+  use, intrinsic :: iso_fortran_env, only : int8, int16, int32, int64, real32, real64, error_unit, output_unit
   use, intrinsic :: iso_c_binding
   use mpistage_wire
   use mpistage_link
+  use smartredis_configoptions, only : configoptions_type
   implicit none
   private
 
   public :: client_type, dataset_type, run_handle, mpistage_comm, mpistage_close, get_last_error, print_last_error
+  public :: mpistage_comm_int
   public :: enum_kind, SRNoError, SRBadAllocError, SRDatabaseError, SRInternalError, SRRuntimeError, &
        SRParameterError, SRTimeoutError, SRKeyError, SRInvalidError, SRTypeError
   public :: mpistage_hash_slot, mpistage_shard_of, mpistage_crc16
@@ -59,6 +61,7 @@ module mpistage
     procedure :: get_tensor_names
     procedure :: get_metadata_field_names
     include 'generated/dataset_decls.inc'
+    include 'smartredis_dataset_decls.inc'
   end type dataset_type
 
   !> A run_model_async / run_script_async call in flight: done() says whether it has finished
@@ -95,6 +98,7 @@ module mpistage
     procedure :: set_data_source
     procedure :: get_num_shards
     include 'generated/client_decls.inc'
+    include 'smartredis_client_decls.inc'
   end type client_type
 
 contains
@@ -106,6 +110,14 @@ contains
   function mpistage_comm() result(comm)
     type(MPI_Comm) :: comm
     comm = link_app_comm()
+  end function
+
+  !> mpistage_comm() as a `use mpi` integer handle: `comm = mpistage_comm_int()` (gfortran 12
+  !> does not take a component of a function result, `mpistage_comm()%MPI_VAL`).
+  integer function mpistage_comm_int() result(handle)
+    type(MPI_Comm) :: comm
+    comm = link_app_comm()
+    handle = comm%MPI_VAL
   end function
 
   !> Say goodbye to the servers now (collective over the application ranks). Optional: it
@@ -902,7 +914,7 @@ contains
   !> Store a TorchScript model file on every shard. backend "TORCH"; device "CPU" or "GPU".
   !> inputs/outputs (TensorFlow node names in SmartRedis) are accepted and ignored.
   integer(enum_kind) function set_model_from_file(self, name, model_file, backend, device, batch_size, &
-       min_batch_size, tag, inputs, outputs, min_batch_timeout) result(code)
+       min_batch_size, min_batch_timeout, tag, inputs, outputs) result(code)
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: name, model_file, backend, device
     integer, intent(in), optional :: batch_size, min_batch_size, min_batch_timeout
@@ -919,7 +931,7 @@ contains
 
   !> Store a model held in a character string (the bytes of a TorchScript file).
   integer(enum_kind) function set_model(self, name, model, backend, device, batch_size, min_batch_size, &
-       tag, inputs, outputs, min_batch_timeout) result(code)
+       min_batch_timeout, tag, inputs, outputs) result(code)
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: name, model, backend, device
     integer, intent(in), optional :: batch_size, min_batch_size, min_batch_timeout
@@ -1118,7 +1130,7 @@ contains
     character(len=*), intent(in) :: name
     character(len=:), allocatable :: key
     integer :: nfailed
-    key = make_key(self, name, kind, .false.)
+    key = make_key(self, name, kind, .true.)  ! the data-source (SSKEYIN) prefix, as SmartRedis
     code = check_key(self, key)
     if (code == SRNoError) code = every_shard(OP_DELETE, keyed_msg(kind, key), nfailed)
   end function
@@ -1494,5 +1506,7 @@ contains
   end subroutine
 
   include 'generated/dataset_procs.inc'
+
+  include 'smartredis_procs.inc'
 
 end module mpistage

@@ -15,7 +15,7 @@ module mpistage_link
   integer, parameter, public :: enum_kind = c_int
   integer(enum_kind), parameter, public :: SRNoError = 0, SRBadAllocError = 1, SRDatabaseError = 2, &
        SRInternalError = 3, SRRuntimeError = 4, SRParameterError = 5, SRTimeoutError = 6, &
-       SRKeyError = 7, SRInvalidError = 8, SRTypeError = 9
+       SRKeyError = 7, SRInvalidError = -1, SRTypeError = 9
 
   !> Link kinds: MPMD world split, connect (connection file + MPI_Comm_connect), spawned by the
   !> servers' launcher (MPI_Comm_get_parent). Connect and spawn links cross jobs: disconnected at goodbye.
