@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ocean import state  # noqa: E402
 
 DISCARD_DAYS = 30
+#: a map whose spatial std of ln EKE is below this fraction of the truth's is called near-uniform
+UNIFORM_FRACTION = 0.25
 #: the paper's figures (Partee et al., section 4): RMSE of EKE, ML vs MEKE, and the coupling overhead
 PAPER = {"rmse_eke_ml": 0.012, "rmse_eke_meke": 0.015, "change_percent": -20.0, "mpistage_percent": 1.5}
 GOAL_PERCENT = 1.0
@@ -122,7 +124,12 @@ def score(group: list[Member], truth: np.ndarray) -> dict[str, Any]:
     per = [{"name": m.name, "rmse_eke": rmse(interior(m.eke), t),
             "rmse_ln_eke": rmse(np.log(np.maximum(interior(m.eke), 1e-30)), lt)} for m in done]
     mean_map = np.mean([interior(m.eke) for m in done], axis=0)
+    ln_map = np.log(np.maximum(mean_map, 1e-30))
+    corr = float(np.corrcoef(ln_map.ravel(), lt.ravel())[0, 1]) if ln_map.std() > 0 else math.nan
     return {"members": len(group), "scored": len(done),
+            "pattern_corr_ln_eke": corr, "spatial_std_ln_eke": float(ln_map.std()),
+            "truth_spatial_std_ln_eke": float(lt.std()),
+            "near_uniform": bool(ln_map.std() < UNIFORM_FRACTION * lt.std()),
             "rmse_eke": float(np.mean([p["rmse_eke"] for p in per])),
             "rmse_ln_eke": float(np.mean([p["rmse_ln_eke"] for p in per])),
             "rmse_eke_spread": float(np.std([p["rmse_eke"] for p in per])),
@@ -177,7 +184,8 @@ def cost(members: list[Member], engine: dict[str, float]) -> dict[str, Any]:
         out.update(engine=engine, server_compute_s=compute,
                    points_per_s_of_server_compute=engine["model_rows"] / engine["model_compute_s"]
                    if engine["model_compute_s"] else math.nan,
-                   other_s=max(spent - compute, 0.0), other_percent=100 * max(spent - compute, 0.0) / wall)
+                   other_s=max(spent - compute, 0.0), other_percent=100 * max(spent - compute, 0.0) / wall,
+                   other_ms_per_call=1000 * max(spent - compute, 0.0) / calls if calls else math.nan)
     return out
 
 
@@ -241,11 +249,23 @@ def verdict(r: dict[str, Any]) -> list[str]:
         if d is None:
             lines.append(f"factor {factor}: no comparison (ML or MEKE members missing or without snapshots).")
             continue
-        word = "beats" if d < 0 else "does NOT beat"
+        if d >= 0:
+            word = "does NOT beat"
+        elif ml.get("near_uniform"):
+            word = "has a lower RMSE (but a near-uniform map, so no skill; below) than"
+        else:
+            word = "beats"
         lines.append(f"factor {factor}: the ML closure {word} the MEKE baseline on the RMSE of EKE "
                      f"({ml['rmse_eke']:.4f} vs {meke['rmse_eke']:.4f} m^2/s^2, {d:+.0f} %; paper -20 %); "
                      f"ln EKE {ml['rmse_ln_eke']:.2f} vs {meke['rmse_ln_eke']:.2f} "
-                     f"({c['ln_eke_change_percent']:+.0f} %).")
+                     f"({c['ln_eke_change_percent']:+.0f} %); pattern correlation of ln EKE with the truth "
+                     f"{fmt(ml['pattern_corr_ln_eke'], '.2f')} vs {fmt(meke['pattern_corr_ln_eke'], '.2f')}.")
+        for name, g in (("ML", ml), ("MEKE", meke)):
+            if g.get("near_uniform"):
+                lines.append(f"factor {factor}: the {name} EKE map is near-uniform (spatial std of ln EKE "
+                             f"{g['spatial_std_ln_eke']:.2f} against the truth's {g['truth_spatial_std_ln_eke']:.2f}): "
+                             "it predicts about one value everywhere, so its RMSE says how close that value is to "
+                             "the truth's typical level, not that it has the pattern.")
     if r["cost"]:
         p = r["cost"]["mpistage_percent"]
         lines.append(f"coupling: {p:.2f} % of the ML members' run time in mpistage calls "
@@ -262,20 +282,21 @@ def verdict(r: dict[str, Any]) -> list[str]:
 
 def table(r: dict[str, Any]) -> str:
     """The main table (markdown)."""
-    rows = ["| factor | closure | members | RMSE EKE (m²/s²) | RMSE ln EKE | ens.-mean RMSE EKE | domain-mean EKE "
-            "(truth) | time-mean KE |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| factor | closure | members | RMSE EKE (m²/s²) | RMSE ln EKE | ens.-mean RMSE EKE | pattern corr. ln EKE "
+            "| domain-mean EKE (truth) | time-mean KE |", "|---|---|---|---|---|---|---|---|---|"]
     for key, s in r["scores"].items():
         closure, factor = key.split("_f")
         if not s.get("scored"):
-            rows.append(f"| {factor} | {closure} | {s['members']} (none scored) | - | - | - | - | - |")
+            rows.append(f"| {factor} | {closure} | {s['members']} (none scored) | - | - | - | - | - | - |")
             continue
         rows.append(f"| {factor} | {closure} | {s['scored']}/{s['members']} | {s['rmse_eke']:.4f} ± "
                     f"{s['rmse_eke_spread']:.4f} | {s['rmse_ln_eke']:.2f} | {s['ensemble_mean_rmse_eke']:.4f} | "
-                    f"{s['domain_mean_eke']:.4f} ({s['truth_domain_mean_eke']:.4f}) | {s['time_mean_ke']:.4f} |")
+                    f"{fmt(s['pattern_corr_ln_eke'], '.2f')} | {s['domain_mean_eke']:.4f} "
+                    f"({s['truth_domain_mean_eke']:.4f}) | {s['time_mean_ke']:.4f} |")
     for factor, c in r["comparison"].items():
         if "error" not in c:
             rows.append(f"| {factor} | ML vs MEKE | | {fmt(c['eke_change_percent'], '+.0f')} % | "
-                        f"{fmt(c['ln_eke_change_percent'], '+.0f')} % | | | |")
+                        f"{fmt(c['ln_eke_change_percent'], '+.0f')} % | | | | |")
     return "\n".join(rows)
 
 
@@ -303,7 +324,8 @@ def markdown(r: dict[str, Any], figures: list[str]) -> str:
                      f"{c['engine']['script_compute_s']:.1f} s the preprocessing script, "
                      f"{c['engine']['model_queue_s'] + c['engine']['script_queue_s']:.1f} s queued; "
                      f"the rest of the time in calls (connect, transfers, scheduling) is {c['other_s']:.1f} s = "
-                     f"{c['other_percent']:.2f} % of the run time.", ""] if "engine" in c else []),
+                     f"{c['other_percent']:.2f} % of the run time, {c['other_ms_per_call']:.1f} ms per daily call "
+                     "(features put, script, network, EKE back).", ""] if "engine" in c else []),
                   "Per member: " + ", ".join(f"{k} {v:.2f} %" for k, v in c["per_member_percent"].items()) +
                   f". Goal {GOAL_PERCENT} %, paper {PAPER['mpistage_percent']} %. On this shared 2-core machine the "
                   "members, the server ranks and other jobs share the cores, which inflates both numbers.", ""]

@@ -77,7 +77,7 @@ class Plan:
 DEMO = Plan(fine_days=365, snapshot_interval=5, min_snapshots=25, members_f4=4, members_f8=2,
             member_days=150, member_output_interval=5)
 FULL = Plan(fine_days=1825, snapshot_interval=5, min_snapshots=73, members_f4=4, members_f8=2,
-            member_days=1825, member_output_interval=5, fine_ranks=2, member_timeout=7200.0)
+            member_days=730, member_output_interval=5, fine_ranks=2, member_timeout=7200.0)
 
 
 def log(msg: str) -> None:
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--demo", action="store_true", help="the small run (default)")
-    mode.add_argument("--full", action="store_true", help="5 years of training data, members of 5 years")
+    mode.add_argument("--full", action="store_true", help="5 years of training data, members of 2 years")
     p.add_argument("--out", type=Path, default=Path("ocean-run"), help="output directory (default ocean-run/)")
     p.add_argument("--launcher", default="mpiexec", choices=("auto", "spawn", "mpiexec"),
                    help="how the experiment starts its members (default mpiexec)")
