@@ -28,6 +28,8 @@ import numpy as np
 NUM_FEATURES = 4
 #: EKE below this (a block with uniform flow) is floored before the log
 EKE_FLOOR = 1e-30
+#: MKE and |∇h| are floored at this before their logs, as the model does (``src/ocean_coupling.f90``)
+FEATURE_FLOOR = 1e-20
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,14 @@ def block_mean(a: np.ndarray, r: int) -> np.ndarray:
 def coarse_grain(u: np.ndarray, v: np.ndarray, h: np.ndarray, r: int) -> CoarseFields:
     """Block means of the cell-centred fields and EKE = ½(⟨uc²⟩ − ⟨uc⟩² + ⟨vc²⟩ − ⟨vc⟩²)."""
     uc, vc = cell_centred(u, v)
-    if np.shape(h) != uc.shape:
-        raise ValueError(f"h must be {uc.shape}, got {np.shape(h)}")
+    return coarse_grain_centred(uc, vc, h, r)
+
+
+def coarse_grain_centred(uc: np.ndarray, vc: np.ndarray, h: np.ndarray, r: int) -> CoarseFields:
+    """:func:`coarse_grain` of velocities already at the cell centres (uc, vc, h all (nx, ny)), as the
+    model streams them. Raises ValueError for mismatched shapes or a factor that does not divide."""
+    if not (np.shape(uc) == np.shape(vc) == np.shape(h)) or np.ndim(h) != 2:
+        raise ValueError(f"uc, vc and h must be one (nx, ny) shape, got {np.shape(uc)}, {np.shape(vc)}, {np.shape(h)}")
     um, vm = block_mean(uc, r), block_mean(vc, r)
     eke = 0.5 * (block_mean(uc**2, r) - um**2 + block_mean(vc**2, r) - vm**2)
     return CoarseFields(um, vm, block_mean(h, r), eke)
@@ -113,7 +121,23 @@ def interior(a: np.ndarray) -> np.ndarray:
 def training_samples(u: np.ndarray, v: np.ndarray, h: np.ndarray, r: int,
                      basin: Basin) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, 4) and ln EKE (N,) of the interior coarse cells of one fine state at factor r."""
-    c = coarse_grain(u, v, h, r)
+    uc, vc = cell_centred(u, v)
+    return training_samples_centred(uc, vc, h, r, basin)
+
+
+def training_samples_centred(uc: np.ndarray, vc: np.ndarray, h: np.ndarray, r: int,
+                             basin: Basin) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`training_samples` of cell-centred uc, vc (nx, ny), the fields the model streams."""
+    c = coarse_grain_centred(uc, vc, h, r)
     x = interior(features(c.u, c.v, c.h, basin)).reshape(-1, NUM_FEATURES)
     y = np.log(np.maximum(interior(c.eke), EKE_FLOOR)).reshape(-1)
     return x, y
+
+
+def floored(x: np.ndarray) -> np.ndarray:
+    """A copy of raw features (N, 4) with MKE and |∇h| floored at :data:`FEATURE_FLOOR`, as the model
+    floors what it sends, so that the logs of the preprocessing are finite."""
+    out = np.array(x, dtype=np.float64)
+    out[:, 0] = np.maximum(out[:, 0], FEATURE_FLOOR)
+    out[:, 2] = np.maximum(out[:, 2], FEATURE_FLOOR)
+    return out

@@ -12,29 +12,41 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ocean import features, state  # noqa: E402
 
+#: the names the model's namelist defaults expect (``&coupling model_name, script_name, stats_key``)
+MODEL_NAME, SCRIPT_NAME, MEANS_KEY, STDS_KEY = "eke_resnet", "eke_preprocess", "eke_means", "eke_stds"
 
-def feature_statistics(state_file: Path, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """float32 means and stds of the log-transformed features of ``state_file`` at ``factor``."""
+
+def statistics(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 means and stds of the log-transformed raw features (N, 4), floored as the model floors them."""
     from inference.eke_features import fit_standardization
 
-    s = state.read_state(state_file)
-    x, _ = features.training_samples(s.u, s.v, s.h, factor, features.Basin())
-    x[:, 0] = np.maximum(x[:, 0], 1e-20)
-    x[:, 2] = np.maximum(x[:, 2], 1e-20)
-    means, stds = fit_standardization(x)
+    means, stds = fit_standardization(features.floored(raw))
     return means.astype(np.float32), stds.astype(np.float32)
 
 
+def feature_statistics(state_file: Path, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 means and stds of the log-transformed features of ``state_file`` at ``factor``."""
+    s = state.read_state(state_file)
+    x, _ = features.training_samples(s.u, s.v, s.h, factor, features.Basin())
+    return statistics(x)
+
+
 def publish(means: np.ndarray, stds: np.ndarray, model_file: Path | None = None, seed: int = 0,
-            model_name: str = "eke_resnet", script_name: str = "eke_preprocess",
-            means_key: str = "eke_means", stds_key: str = "eke_stds") -> None:
-    """Connect (``MPISTAGE_ADDRESS``) and set the model, the script and the two statistics tensors."""
+            model_name: str = MODEL_NAME, script_name: str = SCRIPT_NAME,
+            means_key: str = MEANS_KEY, stds_key: str = STDS_KEY, model: bytes | None = None,
+            client: Any = None) -> None:
+    """Set the model, the script and the two statistics tensors on the servers.
+
+    The model is ``model`` (TorchScript bytes), else ``model_file``, else an untrained EKEResNet from
+    ``seed``. ``client`` is a connected ``mpistage.Client``; by default one is made (``MPISTAGE_ADDRESS``).
+    """
     import io
 
     import torch
@@ -43,14 +55,14 @@ def publish(means: np.ndarray, stds: np.ndarray, model_file: Path | None = None,
     from inference.eke_resnet import EKEResNet, fuse_batchnorm
     from mpistage import Client
 
-    if model_file is None:
+    if model is None and model_file is None:
         torch.manual_seed(seed)
         buf = io.BytesIO()
         torch.jit.save(torch.jit.script(fuse_batchnorm(EKEResNet())), buf)
         model = buf.getvalue()
-    else:
+    elif model is None:
         model = Path(model_file).read_bytes()
-    client = Client()
+    client = client if client is not None else Client()
     client.set_model(model_name, model)
     client.set_script(script_name, EKE_PREPROCESS_SCRIPT)
     client.put_tensor(means_key, np.ascontiguousarray(means, dtype=np.float32))
