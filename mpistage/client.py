@@ -348,9 +348,10 @@ class Client(EngineClientMixin):
         return super().get_model(name)
 
     def delete_model(self, name: str) -> None:
-        """Remove the model from every shard; raises KeyNotFoundError when there is none."""
+        """Remove the model from every shard; raises KeyNotFoundError when there is none. The
+        name takes the data-source (SSKEYIN) prefix, as in SmartRedis."""
         typecheck(name, "name", str)
-        super().delete_model(name)
+        self._engine.delete_code(Kind.MODEL, self._key(name, Kind.MODEL))
 
     def model_exists(self, name: str) -> bool:
         """True when a model or a script ``name`` is stored (RedisAI's keys, as in SmartRedis)."""
@@ -407,9 +408,10 @@ class Client(EngineClientMixin):
         return super().get_script(name)
 
     def delete_script(self, name: str) -> None:
-        """Remove the script from every shard; raises KeyNotFoundError when there is none."""
+        """Remove the script from every shard; raises KeyNotFoundError when there is none (the
+        data-source prefix, as :meth:`delete_model`)."""
         typecheck(name, "name", str)
-        super().delete_script(name)
+        self._engine.delete_code(Kind.SCRIPT, self._key(name, Kind.SCRIPT))
 
     def run_script(self, name: str, fn_name: str, inputs: str | Sequence[str],
                    outputs: str | Sequence[str]) -> None:

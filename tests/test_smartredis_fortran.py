@@ -1,0 +1,61 @@
+"""A SmartRedis Fortran program (fortran/tests/smartredis_program.F90: only smartredis_* modules
+and enum_fortran.inc) built with ``mpistage-config --fflags/--flibs`` as a user would, run
+under mpiexec against Python servers in MPMD and in connect mode."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from harness import ROOT, run, started_servers
+
+from mpistage.jobs import server_command
+
+PROGRAM = ROOT / "fortran" / "tests" / "smartredis_program.F90"
+
+
+class PlusOne(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1.0
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """The program (built against fortran/build) and a TorchScript model file."""
+    out = tmp_path_factory.mktemp("smartredis_fortran")
+    run(["make", "-C", str(ROOT / "fortran")], 600)
+    config = [sys.executable, "-m", "mpistage.fortran_config"]
+    fflags = run([*config, "--fflags"], 60).stdout.split()
+    flibs = run([*config, "--flibs"], 60).stdout.split()
+    exe = out / "smartredis_program"
+    run(["mpif90", "-ffree-line-length-none", *fflags, str(PROGRAM), *flibs, "-o", str(exe)], 300)
+    model = out / "plus1.pt"
+    torch.jit.save(torch.jit.script(PlusOne()), str(model))
+    return exe, model
+
+
+def check_output(stdout: str, log: Path) -> None:
+    assert "SMARTREDIS FORTRAN OK 0" in stdout and "SMARTREDIS FORTRAN OK 1" in stdout, stdout
+    assert "FAILED" not in stdout, stdout
+    lines = log.read_text().splitlines()
+    assert sum("from the log context" in line for line in lines) == 2, lines
+    assert not any("not written at INFO" in line for line in lines), lines
+
+
+def test_smartredis_fortran_program_mpmd(built, tmp_path):
+    exe, model = built
+    log = tmp_path / "sr.log"
+    result = run(["mpiexec", "-n", "1", *server_command(), ":", "-n", "2", str(exe), str(model)], 180,
+                 {"SR_LOG_FILE": str(log)})
+    check_output(result.stdout, log)
+
+
+def test_smartredis_fortran_program_connect(built, tmp_path):
+    exe, model = built
+    log = tmp_path / "sr.log"
+    with started_servers(shards=1) as servers:
+        result = run([sys.executable, "-m", "mpistage.cli", "run", "--dir", str(servers.dir), "-n", "2", "--",
+                      str(exe), str(model)], 180, {"SR_LOG_FILE": str(log)})
+    check_output(result.stdout, log)
