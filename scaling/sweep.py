@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -133,34 +134,36 @@ def _run(cmd: Sequence[str], timeout: float, env: dict[str, str] | None = None) 
 
 # ------------------------------------------------------------------ the modes
 
-def run_mpmd(cfg: Config, client: list[str], timeout: float, vhosts=None) -> None:
+def run_mpmd(cfg: Config, client: list[str], timeout: float, server_args: str, vhosts=None) -> None:
     """``mpiexec -n S mpistage-server : -n N client``; across virtual hosts when ``vhosts``."""
     if vhosts is None:
-        _run([*CLI, "launch", "--servers", str(cfg.shards), "-n", str(cfg.clients), "--", *client], timeout)
+        _run([*CLI, "launch", "--servers", str(cfg.shards), "--server-args", server_args, "-n", str(cfg.clients),
+              "--", *client], timeout)
         return
     from mpistage.jobs import mpi_environ
 
-    cmd = ["mpiexec", "--host", vhosts.host_list([0], cfg.shards), "-n", str(cfg.shards), *server_command(),
+    servers = [*server_command(), *shlex.split(server_args)]
+    cmd = ["mpiexec", "--host", vhosts.host_list([0], cfg.shards), "-n", str(cfg.shards), *servers,
            ":", "--host", vhosts.host_list(range(1, vhosts.n), cfg.clients), "--map-by", "node",
            "-n", str(cfg.clients), *client]
     _run(vhosts.wrap(cmd), timeout, vhosts.environ(mpi_environ()))
 
 
-def run_connect(cfg: Config, client: list[str], timeout: float, tmp: Path) -> None:
+def run_connect(cfg: Config, client: list[str], timeout: float, server_args: str, tmp: Path) -> None:
     """``mpistage start`` the servers, ``mpistage run`` the clients, ``mpistage stop``."""
     run_dir = tmp / "servers"
-    _run([*CLI, "start", "--shards", str(cfg.shards), "--dir", str(run_dir)], timeout)
+    _run([*CLI, "start", "--shards", str(cfg.shards), "--server-args", server_args, "--dir", str(run_dir)], timeout)
     try:
         _run([*CLI, "run", "--dir", str(run_dir), "-n", str(cfg.clients), "--", *client], timeout)
     finally:
         _run([*CLI, "stop", "--dir", str(run_dir)], 120)
 
 
-def run_launcher(cfg: Config, client: list[str], timeout: float, tmp: Path, launcher: str) -> None:
+def run_launcher(cfg: Config, client: list[str], timeout: float, server_args: str, tmp: Path, launcher: str) -> None:
     """Through ``mpistage.Experiment`` (a database of S shards, one model of N ranks), in a
     subprocess of its own (``--launcher-job``) so this process never initializes MPI."""
     job = {"shards": cfg.shards, "clients": cfg.clients, "command": client, "exp_path": str(tmp / "exp"),
-           "launcher": launcher, "timeout": timeout}
+           "launcher": launcher, "timeout": timeout, "server_args": shlex.split(server_args)}
     _run([PY, str(Path(__file__).resolve()), "--launcher-job", json.dumps(job)], timeout + 60)
 
 
@@ -171,7 +174,7 @@ def launcher_job(spec: str) -> None:
     job = json.loads(spec)
     exp = Experiment("paper_loop", exp_path=job["exp_path"], launcher=job["launcher"])
     try:
-        db = exp.create_database(db_nodes=job["shards"])
+        db = exp.create_database(db_nodes=job["shards"], server_args=job["server_args"])
         exp.start(db)
         rs = exp.create_run_settings(job["command"][0], job["command"][1:])
         rs.set_tasks(job["clients"])
@@ -221,7 +224,7 @@ def summarize_config(cfg: Config, rows: list[dict], wall: float) -> dict:
 
 
 def run_config(cfg: Config, models: Path, batch_size: int, timeout: float, fortran_exe: Path | None,
-               vhosts, launcher: str) -> tuple[list[dict], dict]:
+               vhosts, launcher: str, server_args: str = "") -> tuple[list[dict], dict]:
     """Run one configuration on fresh servers; its rows and summary (``ok`` False when it failed)."""
     with tempfile.TemporaryDirectory(prefix="mpistage-sweep-") as tmpdir:
         tmp = Path(tmpdir)
@@ -231,13 +234,13 @@ def run_config(cfg: Config, models: Path, batch_size: int, timeout: float, fortr
         t0 = time.monotonic()
         try:
             if cfg.hosts > 1:
-                run_mpmd(cfg, client, timeout, vhosts)
+                run_mpmd(cfg, client, timeout, server_args, vhosts)
             elif cfg.mode == "mpmd":
-                run_mpmd(cfg, client, timeout)
+                run_mpmd(cfg, client, timeout, server_args)
             elif cfg.mode == "connect":
-                run_connect(cfg, client, timeout, tmp)
+                run_connect(cfg, client, timeout, server_args, tmp)
             else:
-                run_launcher(cfg, client, timeout, tmp, launcher)
+                run_launcher(cfg, client, timeout, server_args, tmp, launcher)
         except ConfigFailed as exc:
             return [], {**asdict(cfg), "ok": False, "wall_s": round(time.monotonic() - t0, 2), "error": str(exc)}
         rows = read_rank_csvs(out, cfg)
@@ -274,15 +277,20 @@ SMALL_ITERATIONS, SMALL_RESNET_ITERATIONS, SMALL_STRONG_TOTAL = 4, 2, 8
 
 
 def small_plan(args: argparse.Namespace) -> list[Config]:
-    """``--small``: every axis touched once or twice, sized for 2 oversubscribed cores."""
-    n = SMALL_ITERATIONS
-    eke = [Config("mpmd", 1, s, c, "weak", "eke", "python", n) for s, c in ((1, 1), (1, 2), (1, 4), (2, 2), (2, 4))]
-    eke += [Config("mpmd", 1, s, 4, "strong", "eke", "python", SMALL_STRONG_TOTAL) for s in (1, 2)]
+    """``--small`` (9 configurations, every axis touched once) or ``--medium`` (14: also 4 clients,
+    strong scaling on 2 shards and 4 clients on the virtual hosts); sized for 2 oversubscribed cores."""
+    n, medium = SMALL_ITERATIONS, args.medium
+    pairs = ((1, 1), (1, 2), (1, 4), (2, 2), (2, 4)) if medium else ((1, 1), (1, 2), (2, 2))
+    eke = [Config("mpmd", 1, s, c, "weak", "eke", "python", n) for s, c in pairs]
+    strong = ((1, 4), (2, 4)) if medium else ((1, 2),)
+    eke += [Config("mpmd", 1, s, c, "strong", "eke", "python", SMALL_STRONG_TOTAL if medium else n)
+            for s, c in strong]
     eke += [Config(m, 1, 1, 2, "weak", "eke", "python", n) for m in ("connect", "launcher")]
     eke += [Config("mpmd", 1, 1, 2, "weak", "eke", "fortran", n)]
     if not args.no_hosts:
-        eke += [Config("mpmd", 3, 1, c, "weak", "eke", "python", n) for c in (2, 4)]
-    resnet = [Config("mpmd", 1, 1, c, "weak", "resnet", "python", SMALL_RESNET_ITERATIONS) for c in (1, 2)]
+        eke += [Config("mpmd", 3, 1, c, "weak", "eke", "python", n) for c in ((2, 4) if medium else (2,))]
+    resnet = [Config("mpmd", 1, 1, c, "weak", "resnet", "python", SMALL_RESNET_ITERATIONS)
+              for c in ((1, 2) if medium else (1,))]
     return eke + resnet
 
 
@@ -324,7 +332,8 @@ def write_records(path: Path, rows: list[dict], append: bool) -> None:
 def sweep(configs: Sequence[Config], out: Path, args: argparse.Namespace) -> list[dict]:
     """Run ``configs``, writing records and summaries as it goes; the summaries."""
     out.mkdir(parents=True, exist_ok=True)
-    run_info = {"machine_start": machine(), "batch_size": args.batch_size, "configs": [asdict(c) for c in configs]}
+    run_info = {"machine_start": machine(), "batch_size": args.batch_size, "server_args": args.server_args,
+                "command": sys.argv, "configs": [asdict(c) for c in configs]}
     summaries: list[dict] = []
     write_records(out / "records.csv", [], append=False)
     t_start = time.monotonic()
@@ -334,10 +343,16 @@ def sweep(configs: Sequence[Config], out: Path, args: argparse.Namespace) -> lis
         models = export_models(tmp, sorted({c.workload for c in configs}))
         fortran_exe = None
         if any(c.client == "fortran" for c in configs):
-            if shutil.which("mpif90"):
-                fortran_exe = build_fortran(tmp)
-            else:
-                print("sweep: no mpif90: skipping the Fortran configurations", flush=True)
+            why = "no mpif90" if not shutil.which("mpif90") else None
+            for _attempt in range(2 if why is None else 0):  # a concurrent build of fortran/ can collide
+                try:
+                    fortran_exe = build_fortran(tmp)
+                    break
+                except ConfigFailed as exc:
+                    why = f"the Fortran build failed: {str(exc)[-300:]}"
+                    time.sleep(10)
+            if fortran_exe is None:
+                print(f"sweep: {why}: skipping the Fortran configurations", flush=True)
                 configs = [c for c in configs if c.client != "fortran"]
         vhosts = stack.enter_context(virtual_hosts(configs))
         if vhosts is None:
@@ -345,7 +360,7 @@ def sweep(configs: Sequence[Config], out: Path, args: argparse.Namespace) -> lis
         for k, cfg in enumerate(configs, 1):
             print(f"[{k:2d}/{len(configs)}] {cfg.label()} ...", end=" ", flush=True)
             rows, summary = run_config(cfg, models, args.batch_size, args.timeout, fortran_exe, vhosts,
-                                       args.launcher)
+                                       args.launcher, args.server_args)
             summaries.append(summary)
             write_records(out / "records.csv", rows, append=True)
             (out / "summary.json").write_text(json.dumps(summaries, indent=1))
@@ -362,7 +377,8 @@ def sweep(configs: Sequence[Config], out: Path, args: argparse.Namespace) -> lis
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", action="store_true", help="the small sweep (about 20 configurations)")
+    p.add_argument("--small", action="store_true", help="the small sweep (9 configurations + producers)")
+    p.add_argument("--medium", action="store_true", help="the small sweep's 14-configuration version")
     p.add_argument("--out", type=Path, help="result directory (default scaling/results/<date>)")
     p.add_argument("--workloads", nargs="+", choices=["resnet", "eke"], default=["resnet"])
     p.add_argument("--modes", nargs="+", choices=["mpmd", "connect", "launcher"], default=["mpmd"])
@@ -382,7 +398,10 @@ def main() -> None:
     p.add_argument("--no-hosts", action="store_true", help="--small without the virtual hosts")
     p.add_argument("--launcher", choices=["mpiexec", "spawn"], default="mpiexec", help="for --modes launcher")
     p.add_argument("--timeout", type=float, default=300, help="seconds per configuration")
+    p.add_argument("--server-args", default="", help="options for every mpistage-server, quoted (e.g. '--threads 1')")
     p.add_argument("--no-report", action="store_true", help="records only: no plots, no model")
+    p.add_argument("--producers", type=int, help="also the producers/trainer run with this many producers "
+                   "(default: 2 with --small, 4 with --medium, else none)")
     p.add_argument("--launcher-job", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -391,17 +410,28 @@ def main() -> None:
         return
     if args.hosts == 2:
         p.error("--hosts: 1, or 3 and more (servers on one, clients on the others)")
-    configs = small_plan(args) if args.small else plan(args)
+    configs = small_plan(args) if args.small or args.medium else plan(args)
     out = args.out or HERE / "results" / dt.date.today().isoformat()
     summaries = sweep(configs, out, args)
     failed = [s for s in summaries if not s["ok"]]
     print(f"sweep: {len(summaries) - len(failed)} of {len(summaries)} configurations ran; results in {out}")
+    producers = args.producers if args.producers is not None else (4 if args.medium else 2 if args.small else 0)
+    if producers:
+        from producers import run as run_producers
+        from producers import table
+
+        print(f"sweep: {producers} producers, one trainer, mpistage and h5py files", flush=True)
+        print(table(run_producers(producers, 10.0, 3.0, 256, out / "producers.json", timeout=args.timeout)))
     if not args.no_report and len(failed) < len(summaries):
         from perf_model import report
-        from plots import make_plots
 
-        for path in make_plots(out):
-            print(f"plot: {path}")
+        try:
+            from plots import make_plots
+
+            for path in make_plots(out):
+                print(f"plot: {path}")
+        except ImportError as exc:
+            print(f"sweep: no plots ({exc}; pip install '.[bench]')")
         print(report(out))
     sys.exit(1 if failed else 0)
 

@@ -1,0 +1,268 @@
+"""A queueing model of the paper's loop: clients sharing server nodes, fitted on service times
+measured here, checked against this machine's sweeps, and used to predict the paper's runs.
+
+    .venv/bin/python scaling/perf_model.py scaling/results/<date>/      # fit, check, predict
+    .venv/bin/python scaling/perf_model.py --measure-batch DIR          # also time batched models
+
+**The model.** Each client runs a closed loop: put, script, model, unpack, then its own work
+between iterations (``think``). Keys (and with them scripts and models, which run on the shard
+of their input) spread evenly over the shards. Each *node* is one processor-sharing queueing
+station: every call of its shards is served there, a call of service time ``s`` while ``Q``
+others are in service takes ``s (1 + Q)``. Exact mean value analysis (MVA) of that closed
+network, with ``N`` clients and ``nodes`` stations each visited ``1/nodes`` of the time, gives
+each call's mean response ``R_c = s_c (1 + Q(N - 1))``. Batching: model requests waiting
+together run as one batch; with ``b`` of them a request costs ``t(b) / b`` where ``t(b)`` is the
+measured batch time (``--measure-batch``; without it no gain is assumed), ``b`` taken as
+``1 + Q/2`` capped at the batch size (half of a node's queue is model requests), solved by
+fixed-point iteration. Tail: the number of others a call shares its node with is taken as
+geometric with the MVA mean ``Q`` (``p99 = s (1 + k99)``, ``P(Q >= k99) = 1 %``), at most every
+other client whose keys sit on that node, ``(N - 1)/nodes``; ``max`` is ``s (1 + (N - 1)/nodes)``.
+
+**On this machine** every shard shares the same 2 cores (torch uses both for one inference), so
+all shards together are *one* node: more shards spread keys and request loops but not compute.
+**For the paper** each database node is its own station (4, 8, 16), with the service times
+written down in :data:`PAPER_ASSUMPTIONS`.
+
+**Fit.** Service times are the medians of each call in the one-client runs of each workload
+(iteration 0, which compiles the TorchScript, left out); ``think`` is the median of an
+iteration's time less its four calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CALLS = ("put", "script", "model", "unpack")
+
+
+@dataclass
+class ServiceTimes:
+    """Per-call service times (s) at one node, the client's own time per iteration, and the
+    model's batch curve ``batch_time[b] = t(b) / t(1)`` (b requests in one model call)."""
+
+    put: float
+    script: float
+    model: float
+    unpack: float
+    think: float = 0.0
+    batch_time: dict[int, float] = field(default_factory=dict)
+
+    def call(self, name: str) -> float:
+        return float(getattr(self, name))
+
+    def model_per_request(self, b: float) -> float:
+        """Model service per request when ``b`` requests share a batch (linear between measured points)."""
+        if b <= 1 or not self.batch_time:
+            return self.model
+        pts = sorted({1: 1.0, **{int(k): v for k, v in self.batch_time.items()}}.items())
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        if b <= xs[-1]:
+            ratio = float(np.interp(b, xs, ys))
+        else:  # beyond the last point: the last marginal cost per request
+            slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if len(xs) > 1 else 1.0
+            ratio = ys[-1] + slope * (b - xs[-1])
+        return self.model * ratio / b
+
+
+def mva(service: ServiceTimes, clients: int, nodes: int, batch_size: int = 1) -> dict:
+    """Mean and tail of each call for ``clients`` clients on ``nodes`` processor-sharing stations."""
+    if clients < 1 or nodes < 1:
+        raise ValueError("clients and nodes must be at least 1")
+    b = 1.0
+    for _ in range(50):  # fixed point: the batch size depends on the queue, which depends on it
+        s = {c: service.call(c) for c in CALLS}
+        s["model"] = service.model_per_request(b)
+        demand = sum(s.values())  # per iteration, at the node the iteration's keys go to
+        q = seen = 0.0  # mean number of clients at one node; what an arriving call finds there
+        for n in range(1, clients + 1):
+            seen = q  # arrival theorem: a call finds the mean queue of the network with n - 1 clients
+            r = demand * (1 + seen)  # residence per iteration at its node (visit ratio 1 of its node)
+            x = n / (r + service.think)  # system throughput (iterations/s)
+            q = x * r / nodes  # Little, per node (each node holds 1/nodes of the clients' visits)
+        nb = min(float(max(batch_size, 1)), 1 + seen / 2)
+        if abs(nb - b) < 1e-6:
+            break
+        b = nb
+    rho = min(x * demand / nodes, 1.0)
+    out = {"clients": clients, "nodes": nodes, "throughput_it_per_s": x, "queue": seen, "batch": b,
+           "utilization": rho, "calls": {}}
+    most = (clients - 1) / nodes  # every other client whose keys sit on this node, all at once
+    k99 = math.log(0.01) / math.log(seen / (1 + seen)) if seen > 0 else 0.0  # geometric, mean ``seen``
+    for c in CALLS:
+        out["calls"][c] = {"mean": s[c] * (1 + seen), "p99": s[c] * (1 + min(k99, most)),
+                           "max": s[c] * (1 + most)}
+    out["calls"]["iteration"] = {"mean": sum(v["mean"] for v in out["calls"].values()) + service.think}
+    return out
+
+
+# ------------------------------------------------------------------ fitting and checking
+
+def load_rows(result_dir: Path) -> list[dict]:
+    with (result_dir / "records.csv").open() as f:
+        return [{**r, "hosts": int(r["hosts"]), "shards": int(r["shards"]), "clients": int(r["clients"]),
+                 "iteration": int(r["iteration"]), "rank": int(r["rank"]), "seconds": float(r["seconds"])}
+                for r in csv.DictReader(f)]
+
+
+def fit(rows: list[dict], batch_time: dict[str, dict[int, float]] | None = None) -> dict[str, ServiceTimes]:
+    """Per workload: service times from its one-client, one-shard, one-host MPMD Python runs."""
+    fitted = {}
+    for workload in sorted({r["workload"] for r in rows}):
+        sel = [r for r in rows if r["workload"] == workload and r["clients"] == 1 and r["shards"] == 1
+               and r["hosts"] == 1 and r["mode"] == "mpmd" and r["client"] == "python"]
+        warm = [r for r in sel if r["iteration"] > 0] or sel
+        if not warm:
+            continue
+        med = {c: float(np.median([r["seconds"] for r in warm if r["call"] == c])) for c in (*CALLS, "iteration")}
+        per_iter = defaultdict(float)
+        for r in warm:
+            per_iter[(r["rank"], r["iteration"])] += r["seconds"] if r["call"] == "iteration" else -r["seconds"]
+        think = max(0.0, float(np.median(list(per_iter.values()))))
+        fitted[workload] = ServiceTimes(*(med[c] for c in CALLS), think=think,
+                                        batch_time=(batch_time or {}).get(workload, {}))
+    return fitted
+
+
+def check(summaries: list[dict], fitted: dict[str, ServiceTimes], batch_size: int, nodes_here: int = 1) -> list[dict]:
+    """Predicted against measured mean and p99 of each call, for every configuration that ran."""
+    table = []
+    for s in summaries:
+        if not s.get("ok") or s["workload"] not in fitted:
+            continue
+        clients = s["clients"]
+        pred = mva(fitted[s["workload"]], clients, nodes_here, batch_size)
+        row = {k: s[k] for k in ("mode", "hosts", "shards", "clients", "scaling", "workload", "client")}
+        row["throughput"] = {"measured": s["throughput_it_per_s"], "predicted": pred["throughput_it_per_s"]}
+        for c in CALLS:
+            m = s["calls"].get(c)
+            if m:
+                row[c] = {"measured_mean": m["mean"], "predicted_mean": pred["calls"][c]["mean"],
+                          "measured_p99": m["p99"], "predicted_p99": pred["calls"][c]["p99"],
+                          "ratio_mean": m["mean"] / pred["calls"][c]["mean"]}
+        table.append(row)
+    return table
+
+
+# ------------------------------------------------------------------ the paper's configurations
+
+#: Service times per database node assumed for the paper's machine (Cray XC50, one P100 per
+#: database node, Aries, RedisAI with 4 GPU threads). No GPU measurement exists in this project
+#: yet: these are assumptions, each with its source.
+PAPER_ASSUMPTIONS = {
+    "independent": {
+        "why": "estimates from hardware figures, not fitted to the read-offs",
+        "put": 0.35e-3,     # 602 KB into Redis over TCP: ~1.7 GB/s per node for one Redis thread
+        "script": 0.6e-3,   # pre_process_3ch: 602 KB host-to-device (~10 GB/s PCIe3) + kernels + RedisAI dispatch
+        "model": 1.5e-3,    # ResNet-50 fp32 on a P100 at large batch: ~650 images/s published
+        "unpack": 0.05e-3,  # 4 KB reply
+        "batch_time": {},   # 'model' above is already per image at large batch
+    },
+    "calibrated": {
+        "why": "per-node service times from the read-off slopes at 1,800 clients on 4 nodes",
+        "put": 0.25e-3, "script": 1.0e-3, "model": 0.5e-3, "unpack": 0.05e-3, "batch_time": {},
+    },
+}
+#: SmartSim-Scaling (2023) read-offs, from its plots (about +-15 %): 1,800 clients on 4 nodes.
+PUBLISHED = {"clients": 1800, "nodes": 4, "script": 0.47, "model": 0.23, "put": 0.10, "unpack_max": 0.21,
+             "slope_ms_per_client_per_node": {"script": 1.0, "model": 0.5, "put": 0.25}}
+PAPER_CLIENTS = (960, 1920, 3840, 7680)
+PAPER_NODES = (4, 8, 16)
+
+
+def predict_paper() -> list[dict]:
+    """Mean, p99 and max of each call for the paper's grid, under each set of assumptions, with
+    the published rule (clients/nodes x slope) beside them."""
+    rows = []
+    for name, a in PAPER_ASSUMPTIONS.items():
+        st = ServiceTimes(a["put"], a["script"], a["model"], a["unpack"], 0.0, a["batch_time"])
+        for nodes in PAPER_NODES:
+            for clients in (*PAPER_CLIENTS, PUBLISHED["clients"]):
+                pred = mva(st, clients, nodes, 10000)
+                rule = {c: clients / nodes * v / 1e3 for c, v in PUBLISHED["slope_ms_per_client_per_node"].items()}
+                rows.append({"assumptions": name, "clients": clients, "nodes": nodes,
+                             **{c: pred["calls"][c] for c in CALLS}, "published_rule": rule,
+                             "throughput_it_per_s": pred["throughput_it_per_s"]})
+    return rows
+
+
+def measure_batch(models: Path, sizes: tuple[int, ...] = (1, 2, 4)) -> dict[str, dict[int, float]]:
+    """t(b)/t(1) of each exported model on this machine's CPU (in process, best of 2)."""
+    import time
+
+    import torch
+
+    shapes = {"eke": ("eke_resnet.pt", (3000, 4)), "resnet": ("resnet50.pt", (3, 224, 224))}
+    out = {}
+    for workload, (name, shape) in shapes.items():
+        if not (models / name).exists():
+            continue
+        m = torch.jit.load(str(models / name))
+        times = {}
+        with torch.no_grad():
+            for b in sizes:
+                x = torch.rand(b * shape[0], *shape[1:]) if workload == "eke" else torch.rand(b, *shape)
+                best = math.inf
+                for _ in range(2 if b > 1 else 3):
+                    t0 = time.perf_counter()
+                    m(x)
+                    best = min(best, time.perf_counter() - t0)
+                times[b] = best
+        out[workload] = {b: times[b] / times[1] for b in sizes}
+    return out
+
+
+def report(result_dir: Path, batch_size: int = 10000, measured_batch: dict | None = None) -> str:
+    """Fit, check and predict; write ``model.json`` into ``result_dir``; a text summary."""
+    rows = load_rows(result_dir)
+    summaries = json.loads((result_dir / "summary.json").read_text())
+    if measured_batch is None and (result_dir / "batch_time.json").exists():
+        measured_batch = {w: {int(k): v for k, v in d.items()}
+                          for w, d in json.loads((result_dir / "batch_time.json").read_text()).items()}
+    fitted = fit(rows, measured_batch)
+    checked = check(summaries, fitted, batch_size)
+    paper = predict_paper()
+    (result_dir / "model.json").write_text(json.dumps(
+        {"fitted": {w: asdict(s) for w, s in fitted.items()}, "check": checked, "paper": paper,
+         "published": PUBLISHED, "assumptions": PAPER_ASSUMPTIONS}, indent=1))
+    lines = ["model fit (s): " + "; ".join(f"{w}: " + ", ".join(f"{c} {getattr(s, c):.4f}" for c in (*CALLS, "think"))
+                                         for w, s in fitted.items())]
+    lines.append(f"{'configuration':46s} {'call':7s} {'measured':>9s} {'model':>9s} {'ratio':>6s}")
+    for r in checked:
+        where = (f"{r['mode']} {r['hosts']}h {r['workload']} {r['scaling']} {r['client']} "
+                 f"{r['shards']}s x {r['clients']}c")
+        for c in CALLS:
+            if c in r:
+                lines.append(f"{where:46s} {c:7s} {r[c]['measured_mean']:9.4f} {r[c]['predicted_mean']:9.4f} "
+                             f"{r[c]['ratio_mean']:6.2f}")
+    lines.append("paper's configurations (mean s; published rule clients/nodes x slope in brackets):")
+    for r in paper:
+        if r["assumptions"] == "calibrated" or r["clients"] == PUBLISHED["clients"]:
+            lines.append(f"  {r['assumptions']:11s} {r['clients']:5d} clients {r['nodes']:2d} nodes: " + ", ".join(
+                f"{c} {r[c]['mean']:.3f} [{r['published_rule'][c]:.3f}]" for c in ("put", "script", "model"))
+                + f", unpack max {r['unpack']['max']:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("result_dir", type=Path)
+    p.add_argument("--measure-batch", type=Path, metavar="MODELS",
+                   help="time the exported models in MODELS at batch 1, 2, 4 first (writes batch_time.json)")
+    p.add_argument("--batch-size", type=int, default=10000)
+    args = p.parse_args()
+    if args.measure_batch:
+        measured = measure_batch(args.measure_batch)
+        (args.result_dir / "batch_time.json").write_text(json.dumps(measured, indent=1))
+    print(report(args.result_dir, args.batch_size))
+
+
+if __name__ == "__main__":
+    main()
