@@ -1,4 +1,5 @@
-"""ML side of mpistage: EKEResNet, ResNet-50, their TorchScript pre-processing and export."""
+"""ML side of mpistage: EKEResNet, ResNet-50, their pre-processing (TorchScript, torch.export, ONNX)
+and export in each format."""
 
 from inference.eke_features import (
     EKE_NUM_FEATURES,
@@ -34,6 +35,8 @@ from inference.export import (
     export_eke_resnet,
     export_resnet50,
     load_torchscript_bytes,
+    onnx_bytes,
+    program_bytes,
     to_torchscript,
     torchscript_bytes,
     write_script,
@@ -77,8 +80,10 @@ __all__ = [
     "log_transform",
     "log_transform_reference",
     "lr_factor",
+    "onnx_bytes",
     "preprocess",
     "preprocess_reference",
+    "program_bytes",
     "resnet50",
     "signed_log",
     "signed_log_reference",

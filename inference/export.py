@@ -36,6 +36,26 @@ def to_torchscript(
     return torch.jit.trace(module, example_inputs)
 
 
+def program_bytes(module: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]) -> bytes:
+    """A ``torch.export`` program of ``module`` (``.pt2`` bytes, ``torch.export.save``), dim 0 of
+    every input dynamic (give examples with 2 or more rows). Backend TORCH serves it."""
+    example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    dims = tuple({0: torch.export.Dim.AUTO} for _ in example)
+    program = torch.export.export(module.eval(), example, dynamic_shapes=dims)
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
+
+
+def onnx_bytes(module: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]) -> bytes:
+    """A self-contained ONNX model of ``module`` (``torch.onnx.export``, the torch.export-based
+    exporter), dim 0 of every input symbolic. Backend ONNX serves it."""
+    example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    dims = tuple({0: torch.export.Dim.AUTO} for _ in example)
+    program = torch.onnx.export(module.eval(), example, dynamo=True, dynamic_shapes=dims, verbose=False)
+    return program.model_proto.SerializeToString()
+
+
 def torchscript_bytes(module: nn.Module, example_inputs: Tensor | tuple[Tensor, ...] | None = None) -> bytes:
     """Serialize ``module`` (scripted, or traced with ``example_inputs``) to bytes.
 

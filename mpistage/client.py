@@ -28,7 +28,7 @@ from .protocol import Kind, TensorDesc, key_field
 KEY_CACHE_SIZE = 65536
 #: The model backends SmartRedis knows; an unknown name is a TypeError, a known one that this
 #: mpistage cannot run is the engine's BadArgumentError.
-SMARTREDIS_BACKENDS = ("TF", "TFLITE", "TORCH", "ONNX")
+SMARTREDIS_BACKENDS = ("TF", "TFLITE", "TORCH", "ONNX", "ORT")  # ORT: the ONNX runtime's other name
 _KEY_LISTS = (list, str)
 
 #: Where each open MPI connection of this process leads (see ``Client._check_target``).

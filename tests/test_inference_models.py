@@ -111,6 +111,31 @@ def test_preprocess_scripted_matches_reference(
     torch.testing.assert_close(out[:5, 1], expected.expand(5), rtol=rtol, atol=atol)
 
 
+def test_preprocess_as_export_program_and_onnx_matches_reference() -> None:
+    """The EKE preprocessing shipped without TorchScript (inference.eke_preprocess_models): the
+    torch.export program and the ONNX model equal the numpy and torch functions on float32,
+    for any number of rows (dim 0 dynamic in both), zero vorticity included."""
+    ort = pytest.importorskip("onnxruntime")
+    from inference.eke_preprocess_models import eke_preprocess_onnx, eke_preprocess_program
+
+    program = torch.export.load(io.BytesIO(eke_preprocess_program())).module()
+    session = ort.InferenceSession(eke_preprocess_onnx(), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in session.get_inputs()] == [["rows", 4], [4], [4]]
+    for n in (1, 257, 3000):
+        raw = raw_features(n, seed=n, dtype=np.float32)
+        means, stds = (v.astype(np.float32) for v in fit_standardization(raw))
+        ref = preprocess_reference(raw, means, stds)
+        eager = preprocess(*map(torch.from_numpy, (raw, means, stds))).numpy()
+        served_pt2 = program(*map(torch.from_numpy, (raw, means, stds))).numpy()
+        (served_onnx,) = session.run(None, {"x": raw, "means": means, "stds": stds})
+        for out in (served_pt2, served_onnx):
+            assert out.shape == (n, 4) and out.dtype == np.float32
+            np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(out, eager, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 example rows"):
+        eke_preprocess_program(1)
+
+
 def test_log_transform_columns_and_standardization_fit() -> None:
     raw = raw_features(500)
     lt = log_transform(torch.from_numpy(raw)).numpy()

@@ -373,8 +373,8 @@ def test_engine_batches_and_fails_only_the_bad_request(engine):
 
 def test_engine_errors_are_typed(engine):
     eng, store, loop = engine
-    with pytest.raises(BadArgumentError, match="not supported"):
-        eng.set_model(set_model(b"m", b"scale=1", backend=b"ONNX"))
+    with pytest.raises(BadArgumentError, match="not supported: convert the TensorFlow model to ONNX"):
+        eng.set_model(set_model(b"m", b"scale=1", backend=b"TF"))
     with pytest.raises(BadArgumentError, match="min_batch_size needs a batch_size"):
         eng.set_model(set_model(b"m", b"scale=1", batch=(0, 2, 0)))
     eng.set_model(set_model(b"bad", b"junk", seq=30))

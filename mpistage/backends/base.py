@@ -129,12 +129,14 @@ class EngineBackend(Protocol):
     def model_exists(self, key: str) -> bool:
         """Whether a model ``key`` is stored."""
 
-    def run_model(self, key: str, inputs: Sequence[str], outputs: Sequence[str]) -> RunHandle:
-        """Start running model ``key`` on the tensors ``inputs``, storing ``outputs``."""
+    def run_model(self, key: str, inputs: Sequence[str], outputs: Sequence[str], timeout_ms: int = 0) -> RunHandle:
+        """Start running model ``key`` on the tensors ``inputs``, storing ``outputs``; the run
+        fails with a timeout after ``timeout_ms`` (0: the server's default)."""
 
     def run_script(self, key: str, function: str, inputs: Sequence[str],
-                   outputs: Sequence[str]) -> RunHandle:
-        """Start calling ``function`` of script ``key`` on ``inputs``, storing ``outputs``."""
+                   outputs: Sequence[str], timeout_ms: int = 0) -> RunHandle:
+        """Start calling ``function`` of script ``key`` on ``inputs``, storing ``outputs``
+        (``timeout_ms`` as for :meth:`run_model`)."""
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,11 @@ class MpiRunHandle(RunHandle):
             raise self._error
 
 
+def _count(n_inputs: int, timeout_ms: int) -> bytes:
+    """A run's count field: u32 n_inputs, then u32 timeout_ms when the call has a deadline."""
+    return U32.pack(n_inputs) + (U32.pack(timeout_ms) if timeout_ms else b"")
+
+
 class MpiEngine(_Routed, EngineBackend):
     """The engine half over the wire (methods documented in
     :class:`~mpistage.backends.base.EngineBackend`): models and scripts live on every shard; a
@@ -265,13 +270,13 @@ class MpiEngine(_Routed, EngineBackend):
         raw, shard = self._route(key)
         return self._conn.request(shard, Op.EXISTS, [bytes([Kind.MODEL]), raw], read=_flag)
 
-    def run_model(self, key: str, inputs: Sequence[str], outputs: Sequence[str]) -> RunHandle:
-        fields = [key_field(key), U32.pack(len(inputs)), *map(key_field, inputs), *map(key_field, outputs)]
+    def run_model(self, key: str, inputs: Sequence[str], outputs: Sequence[str], timeout_ms: int = 0) -> RunHandle:
+        fields = [key_field(key), _count(len(inputs), timeout_ms), *map(key_field, inputs), *map(key_field, outputs)]
         return self._run(inputs[0], Op.RUN_MODEL, fields, f"run_model({key!r})")
 
     def run_script(self, key: str, function: str, inputs: Sequence[str],
-                   outputs: Sequence[str]) -> RunHandle:
-        fields = [key_field(key), function.encode(), U32.pack(len(inputs)),
+                   outputs: Sequence[str], timeout_ms: int = 0) -> RunHandle:
+        fields = [key_field(key), function.encode(), _count(len(inputs), timeout_ms),
                   *map(key_field, inputs), *map(key_field, outputs)]
         return self._run(inputs[0], Op.RUN_SCRIPT, fields, f"run_script({key!r}, {function!r})")
 

@@ -245,7 +245,7 @@ raises(BadArgumentError, c.run_script, "src", "double", [ka, kb], "o", match="ta
 raises(BadArgumentError, c.set_script, "broken", "def f(x: Tensor) -> Tensor:\n    return x +\n",
        match="does not compile")
 raises(BadArgumentError, c.set_model, "junk", b"this is not a TorchScript archive", match="TorchScript")
-raises(BadArgumentError, c.set_model, "tf", b"x", backend="TF", match="only TORCH")
+raises(BadArgumentError, c.set_model, "tf", b"x", backend="TF", match="convert the TensorFlow model to ONNX")
 raises(BadArgumentError, c.set_model, "dev", affine, device="TPU", match="CPU or GPU")
 raises(BadArgumentError, c.set_model, "mb", affine, min_batch_size=4, match="needs a batch_size")
 raises(KeyNotFoundError, c.delete_model, "no_such_model")

@@ -17,6 +17,7 @@ after dim 0). No framework, MPI or store here: a :class:`BatchQueue` orders :cla
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ class Job:
 
     ``rows`` is dim 0 of the inputs (None when they cannot be batched: a 0-d input, or inputs
     whose dim 0 differ); ``signature`` identifies the requests that may share a batch.
-    ``finish(outputs, error)`` is called exactly once (from the engine's worker thread, or the
-    loop thread when the model is deleted first).
+    ``deadline`` (monotonic seconds, None = none) is when the engine's watchdog answers a timeout
+    of ``timeout_s`` seconds for ``what``. :meth:`complete` calls ``finish(outputs, error)``
+    exactly once, from whichever thread comes first (the worker, the watchdog, or the loop
+    thread when the model is deleted).
     """
 
     inputs: list[Any]
@@ -47,6 +50,23 @@ class Job:
     rows: int | None = None
     signature: tuple = ()
     enqueued: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    timeout_s: float = 0.0
+    what: str = "the run"
+    done: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def complete(self, outputs: list[Any] | None, error: Exception | None) -> bool:
+        """Finish the job unless it already was; True when this call finished it."""
+        with self._lock:
+            if self.done:
+                return False
+            self.done = True
+        self.finish(outputs, error)
+        return True
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and self.deadline <= now and not self.done
 
 
 def job_shape(inputs: Sequence[Any]) -> tuple[int | None, tuple]:
@@ -100,6 +120,13 @@ class BatchQueue:
         for job in group:
             self.jobs.remove(job)
         return group, None
+
+    def expire(self, now: float) -> list[Job]:
+        """Remove and return the jobs whose deadline has passed."""
+        gone = [j for j in self.jobs if j.expired(now)]
+        for job in gone:
+            self.jobs.remove(job)
+        return gone
 
     def drain(self) -> list[Job]:
         """Every waiting job (the model was deleted, or the engine stops)."""

@@ -11,6 +11,11 @@
 * Inputs and outputs whose keys live on another shard travel between server ranks as ordinary
   GET_TENSOR/PUT_TENSOR requests (:class:`~mpistage.server.peer.PeerClient`), sent by the mover
   thread (the loop thread never blocks).
+* Every run has a deadline (the request's timeout, else ``--model-timeout``). The watchdog thread
+  answers a timeout error to each job past its deadline, queued or running; when every job of the
+  running batch has been answered so, the worker is stuck (an endless script, a model that
+  hangs): it is abandoned (a Python thread cannot be killed; it leaves when its call returns, its
+  results dropped) and a new worker serves the other models and later calls.
 
 Wire layouts: ``docs/engine.md``.
 """
@@ -35,7 +40,7 @@ from ...protocol import U64, Kind, Op, Status, as_bytes_view, decode_key, descri
 from ...router import shard_of
 from ..handlers import Handler, Reply, Request, expect_fields
 from ..store import ShardStore, StoredTensor
-from .batcher import Job, job_shape, split_rows
+from .batcher import BatchPolicy, Job, job_shape, split_rows
 from .registry import ModelEntry, Registry, ScriptEntry, ScriptJob
 from .requests import RunCall, decode_name, decode_run, decode_set_model, decode_set_script
 from .runtime import DEFAULT_OPTIONS, SCRIPT_BACKEND, RuntimeOptions, Runtimes
@@ -105,13 +110,24 @@ class InferenceEngine:
         self.runtimes = Runtimes(options)
         self.registry = Registry()
         self.script_jobs: deque[ScriptJob] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # the worker waits on it
+        self._watch_cond = threading.Condition(self._lock)  # the watchdog waits on it
         self._stopping = False
         self._warned: set[str] = set()
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="mpistage-load")
         self._mover = ThreadPoolExecutor(1, thread_name_prefix="mpistage-move")
-        self._worker = threading.Thread(target=self._work, name="mpistage-engine", daemon=True)
-        self._worker.start()
+        self._generation = 0  # the current worker's; an abandoned worker's is older
+        self._running: dict[int, list[Job]] = {}  # worker generation -> the jobs it runs now
+        self.timeouts = 0
+        self.abandoned_workers = 0
+        self._worker = self._start_worker()
+        self._watchdog = threading.Thread(target=self._watch, name="mpistage-watchdog", daemon=True)
+        self._watchdog.start()
+
+    @property
+    def options(self) -> RuntimeOptions:
+        return self.runtimes.options
 
     @property
     def stopping(self) -> bool:
@@ -141,16 +157,19 @@ class InferenceEngine:
     # ------------------------------------------------------------ models and scripts
     def set_model(self, req: Request) -> None:
         msg = decode_set_model(req)
+        self.options.check_backend(msg.backend)
 
         def build() -> ModelEntry:
             runnable, warning = self.runtimes.get(msg.backend).load_model(
                 msg.name, msg.data, msg.device, self.local_rank)
+            policy = msg.policy if getattr(runnable, "batchable", True) else BatchPolicy()
             return ModelEntry(msg.name, runnable, msg.data, msg.backend, msg.device, msg.tag,
-                              msg.policy, warning=warning)
+                              policy, warning=warning, requested_policy=msg.policy)
 
         self._load(req, build, self.registry.install_model)
 
     def set_script(self, req: Request) -> None:
+        self.options.check_scripts()
         msg = decode_set_script(req)
 
         def build() -> ScriptEntry:
@@ -175,9 +194,9 @@ class InferenceEngine:
                       file=sys.stderr, flush=True)
 
             def finish() -> None:
-                with self._cond:
+                with self._lock:
                     install(entry)
-                    self._cond.notify()
+                    self._cond.notify_all()
                 self.loop.reply(req, Reply())
             self.loop.call_soon(finish)
 
@@ -192,14 +211,14 @@ class InferenceEngine:
         return Reply(fields=[self.registry.script(decode_name(req)).source.encode()])
 
     def delete(self, kind: Kind, name: str) -> Reply:
-        with self._cond:
+        with self._lock:
             if kind == Kind.MODEL:
                 orphans = self.registry.delete_model(name)
             else:
                 self.registry.delete_script(name)
                 orphans = []
         for job in orphans:
-            job.finish(None, KeyNotFoundError(f"model {name!r} was deleted before it ran"))
+            job.complete(None, KeyNotFoundError(f"model {name!r} was deleted before it ran"))
         return Reply()
 
     def exists(self, kind: Kind, name: str) -> Reply:
@@ -207,37 +226,54 @@ class InferenceEngine:
         return Reply(fields=[bytes([name in table])])
 
     # ------------------------------------------------------------ running
+    def _timeout(self, call: RunCall) -> tuple[float, float]:
+        """(timeout in seconds, deadline) of a run arriving now."""
+        timeout = call.timeout_ms / 1000 if call.timeout_ms else self.options.model_timeout_s
+        return timeout, time.monotonic() + timeout
+
+    def _wake(self) -> None:
+        """New work: the worker may run it, the watchdog has a new deadline. Under the lock."""
+        self._cond.notify_all()  # all: a worker abandoned by mistake may be among the waiters
+        self._watch_cond.notify()
+
     def run_model(self, req: Request) -> None:
         call = decode_run(req.fields, with_function=False)
         entry = self.registry.model(call.name)
         check_arity(call.what, entry.runnable.arity, len(call.inputs))
+        timeout, deadline = self._timeout(call)
 
         def enqueue(inputs: list[StoredTensor]) -> None:
             rows, signature = job_shape([t.desc for t in inputs])
-            job = Job(inputs, self._finisher(req, call), rows, signature)
-            with self._cond:
+            job = Job(inputs, self._finisher(req, call), rows, signature, deadline=deadline,
+                      timeout_s=timeout, what=call.what)
+            with self._lock:
                 queue = self.registry.queues.get(call.name)
                 if queue is None:  # deleted while its inputs travelled
-                    job.finish(None, KeyNotFoundError(f"model {call.name!r} does not exist"))
-                    return
-                queue.push(job)
-                self._cond.notify()
+                    missing = True
+                else:
+                    missing = False
+                    queue.push(job)
+                    self._wake()
+            if missing:
+                job.complete(None, KeyNotFoundError(f"model {call.name!r} does not exist"))
 
         self._gather(req, call, enqueue)
 
     def run_script(self, req: Request) -> None:
+        self.options.check_scripts()
         call = decode_run(req.fields, with_function=True)
         entry = self.registry.script(call.name)
         fn = entry.unit.function(call.function)
         if fn is None:
             raise KeyNotFoundError(f"script {call.name!r} has no function {call.function!r}")
         check_arity(call.what, fn.arity, len(call.inputs))
+        timeout, deadline = self._timeout(call)
 
         def enqueue(inputs: list[StoredTensor]) -> None:
-            job = Job(inputs, self._finisher(req, call))
-            with self._cond:
+            job = Job(inputs, self._finisher(req, call), deadline=deadline, timeout_s=timeout, what=call.what)
+            with self._lock:
                 self.script_jobs.append(ScriptJob(job, call.name, call.function))
-                self._cond.notify()
+                self._wake()
 
         self._gather(req, call, enqueue)
 
@@ -316,34 +352,93 @@ class InferenceEngine:
 
         return finish
 
-    # ------------------------------------------------------------ the worker thread
-    def _work(self) -> None:
+    # ------------------------------------------------------------ the worker and the watchdog
+    def _start_worker(self) -> threading.Thread:
+        """A worker for the current generation. Under the lock, or before the threads start."""
+        worker = threading.Thread(target=self._work, args=(self._generation,),
+                                  name=f"mpistage-engine-{self._generation}", daemon=True)
+        worker.start()
+        return worker
+
+    def _work(self, generation: int) -> None:
         while True:
             try:
-                with self._cond:
+                with self._lock:
                     while True:
-                        if self._stopping:
+                        if self._stopping or generation != self._generation:
                             return
                         task, wait = self.next_task(time.monotonic())
                         if task is not None:
                             break
                         self._cond.wait(wait)
-                task()
+                    jobs, run = task
+                    self._running[generation] = jobs
+                run()
             except Exception as exc:  # a bug: fail what waits, report it, keep serving
                 traceback.print_exc()
                 self._fail_waiting(exc)
+            finally:
+                with self._lock:
+                    self._running.pop(generation, None)
 
     def _fail_waiting(self, exc: Exception) -> None:
-        with self._cond:
+        with self._lock:
             jobs = [j for q in self.registry.queues.values() for j in q.drain()]
             jobs += [s.job for s in self.script_jobs]
             self.script_jobs.clear()
         for job in jobs:
-            job.finish(None, exc)
+            job.complete(None, exc)
 
-    def next_task(self, now: float) -> tuple[Callable[[], None] | None, float | None]:
-        """The oldest runnable work (a model batch or a script call) and None, or (None, how long
-        until a batch may be ready; None = until new work). Call under the engine's lock."""
+    def _watch(self) -> None:
+        """Answer every job past its deadline; replace a worker whose whole task timed out."""
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                expired = self._take_expired(now)
+                if not expired:
+                    self._replace_stuck_worker()
+                    self._watch_cond.wait(self._next_deadline(now))
+                    continue
+            for job in expired:
+                if job.complete(None, ServerRuntimeError(
+                        f"{job.what} timed out after {job.timeout_s:g} s (waiting and running); "
+                        f"the server goes on")):
+                    self.timeouts += 1
+
+    def _take_expired(self, now: float) -> list[Job]:
+        """Jobs past their deadline: queued ones leave their queue. Under the lock."""
+        expired = [j for q in self.registry.queues.values() for j in q.expire(now)]
+        for sj in [sj for sj in self.script_jobs if sj.job.expired(now)]:
+            self.script_jobs.remove(sj)
+            expired.append(sj.job)
+        expired += [j for jobs in self._running.values() for j in jobs if j.expired(now)]
+        return expired
+
+    def _replace_stuck_worker(self) -> None:
+        """When every job the current worker runs has been answered (by timeouts), start a new
+        worker; the old one leaves when its call returns. Under the lock."""
+        jobs = self._running.get(self._generation)
+        if jobs and all(j.done for j in jobs) and not self._stopping:
+            print(f"mpistage-server shard {self.shard}: {jobs[0].what} is still running past its deadline: "
+                  f"its worker is abandoned and a new one serves the other calls", file=sys.stderr, flush=True)
+            self._generation += 1
+            self.abandoned_workers += 1
+            self._worker = self._start_worker()
+
+    def _next_deadline(self, now: float) -> float | None:
+        """Seconds until the earliest pending deadline (None: none). Under the lock."""
+        jobs = [j for q in self.registry.queues.values() for j in q.jobs]
+        jobs += [sj.job for sj in self.script_jobs]
+        jobs += [j for js in self._running.values() for j in js if not j.done]
+        deadlines = [j.deadline for j in jobs if j.deadline is not None]
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def next_task(self, now: float) -> tuple[tuple[list[Job], Callable[[], None]] | None, float | None]:
+        """The oldest runnable work ((its jobs, the call that runs them): a model batch or a script
+        call) and None, or (None, how long until a batch may be ready; None = until new work).
+        Call under the engine's lock."""
         candidates: list[tuple[float, str]] = [(q.oldest(), name) for name, q in self.registry.queues.items() if q]
         if self.script_jobs:
             candidates.append((self.script_jobs[0].job.enqueued, ""))
@@ -351,11 +446,11 @@ class InferenceEngine:
         for _, name in sorted(candidates):
             if name == "":
                 sj = self.script_jobs.popleft()
-                return functools.partial(self._run_script, self.registry.scripts.get(sj.script), sj), None
+                return ([sj.job], functools.partial(self._run_script, self.registry.scripts.get(sj.script), sj)), None
             entry = self.registry.models[name]
             jobs, later = self.registry.queues[name].take(entry.policy, now)
             if jobs:
-                return functools.partial(self._run_model, entry, jobs), None
+                return (jobs, functools.partial(self._run_model, entry, jobs)), None
             if later is not None:
                 wait = later if wait is None else min(wait, later)
         return None, wait
@@ -396,16 +491,16 @@ class InferenceEngine:
         stats.queue_wait_s += sum(start - j.enqueued for j in jobs)
         stats.compute_s += time.monotonic() - start
         for job, (outs, error) in zip(jobs, results, strict=True):
-            job.finish(outs, error)
+            job.complete(outs, error)
 
     def _run_script(self, entry: ScriptEntry | None, sj: ScriptJob) -> None:
         job = sj.job
         if entry is None:
-            job.finish(None, KeyNotFoundError(f"script {sj.script!r} was deleted before it ran"))
+            job.complete(None, KeyNotFoundError(f"script {sj.script!r} was deleted before it ran"))
             return
         fn = entry.unit.function(sj.function)
         if fn is None:
-            job.finish(None, KeyNotFoundError(f"script {sj.script!r} has no function {sj.function!r}"))
+            job.complete(None, KeyNotFoundError(f"script {sj.script!r} has no function {sj.function!r}"))
             return
         start = time.monotonic()
         outs, error = self._call(fn, [owned_input(t) for t in job.inputs])
@@ -416,22 +511,40 @@ class InferenceEngine:
         stats.errors += error is not None
         stats.queue_wait_s += start - job.enqueued
         stats.compute_s += time.monotonic() - start
-        job.finish(outs, error)
+        job.complete(outs, error)
 
     # ------------------------------------------------------------ statistics and lifetime
     def report(self) -> dict[str, Any]:
         """Per model and script: device, version, batching and run statistics; per runtime that
         has been loaded, its report; whether this process has imported torch."""
-        with self._cond:
+        with self._lock:
             registry = self.registry.report()
+        options = self.options
         return {**registry, "runtimes": self.runtimes.report(), "torch_imported": "torch" in sys.modules,
-                "pid": os.getpid()}
+                "accepted_backends": sorted(options.backends) if options.backends is not None else "all",
+                "scripts_enabled": options.scripts, "default_timeout_s": options.model_timeout_s,
+                "timeouts": self.timeouts, "abandoned_workers": self.abandoned_workers, "pid": os.getpid()}
+
+    def exit_if_stuck(self, finalize: Callable[[], None]) -> None:
+        """Call at the very end of a server whose engine has closed: when a worker was abandoned
+        (it may still be running), finish MPI with ``finalize`` and leave the process at once
+        with status 0. Python's own exit would stop the stuck thread inside torch's C++ frames,
+        which aborts the process (``terminate called without an active exception``)."""
+        if not self.abandoned_workers:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        finalize()
+        os._exit(0)
 
     def close(self) -> None:
         """Stop the threads; jobs still waiting are dropped (the loop has ended)."""
-        with self._cond:
+        with self._lock:
             self._stopping = True
             self._cond.notify_all()
-        self._worker.join(timeout=30)
+            self._watch_cond.notify_all()
+            worker = self._worker
+        worker.join(timeout=30)
+        self._watchdog.join(timeout=5)
         self._loader.shutdown(wait=False, cancel_futures=True)
         self._mover.shutdown(wait=False, cancel_futures=True)

@@ -50,10 +50,13 @@ class ModelEntry:
     version: int = 0
     stats: RunStats = field(default_factory=RunStats)
     warning: str | None = None
+    requested_policy: BatchPolicy | None = None  # what SET_MODEL asked, when ``policy`` differs
 
     def report(self, queued: int) -> dict[str, Any]:
+        asked = self.requested_policy or self.policy
         return {"backend": self.backend, "device": self.runnable.device,
                 "requested_device": self.requested_device, "tag": self.tag, "version": self.version,
+                "batching": getattr(self.runnable, "batching", "dynamic"), "requested_batch_size": asked.batch_size,
                 "batch_size": self.policy.batch_size, "min_batch_size": self.policy.min_batch_size,
                 "min_batch_timeout": self.policy.min_batch_timeout_ms, "queued": queued,
                 **self.stats.report()}

@@ -41,6 +41,7 @@ class RunCall:
     function: str | None
     inputs: list[str]
     outputs: list[str]
+    timeout_ms: int = 0  # 0: the server's default deadline
 
     @property
     def what(self) -> str:
@@ -104,17 +105,22 @@ def decode_name(req: Request) -> str:
 
 
 def decode_run(fields: list[memoryview], with_function: bool) -> RunCall:
-    """[name, (function,) u32 n_inputs, inputs..., outputs...]"""
+    """[name, (function,) count, inputs..., outputs...]; ``count`` is a u32 n_inputs, or 8 bytes:
+    u32 n_inputs then u32 timeout_ms (the call's deadline; 0 = the server's default)."""
     head = 3 if with_function else 2
     if len(fields) < head:
         raise ProtocolError(f"{'RUN_SCRIPT' if with_function else 'RUN_MODEL'} takes a name, "
                             f"{'a function name, ' if with_function else ''}an input count and keys")
     name = decode_key(fields[0])
     function = text(fields[1], "function name") if with_function else None
-    n_in = decode_u32(fields[head - 1], "the input count")
+    count = fields[head - 1]
+    timeout_ms = 0
+    if len(count) == 8:
+        count, timeout_ms = count[:4], decode_u32(count[4:], "the timeout")
+    n_in = decode_u32(count, "the input count")
     keys = [decode_key(f) for f in fields[head:]]
     if n_in > len(keys):
         raise ProtocolError(f"input count {n_in} is more than the {len(keys)} keys given")
     if n_in == 0:
         raise BadArgumentError("a run needs at least one input key")
-    return RunCall(name, function, keys[:n_in], keys[n_in:])
+    return RunCall(name, function, keys[:n_in], keys[n_in:], timeout_ms)
