@@ -19,7 +19,8 @@ from .._mpi.links import LinkKind, hear_hello, setup_server_side, split_world
 from ..mpienv import mpi
 from ..protocol import PROTOCOL_VERSION, ROLE_SERVER
 from .control import ControlHandlers
-from .engine import InferenceEngine, RuntimeOptions
+from .engine import InferenceEngine
+from .engine.runtime import add_engine_arguments, options_from
 from .handlers import StoreHandlers
 from .links import DEFAULT_WINDOW_CAP, ServerLink, WindowBudget
 from .loop import ProgressLoop
@@ -61,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "has no window (its payloads go point-to-point)")
     p.add_argument("--payload-timeout", type=float, default=10.0,
                    help="seconds to wait for an announced payload before answering an error")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads, applied when the first model or script loads torch "
-                        "(0 = torch's default)")
+    add_engine_arguments(p)  # --threads, --backends, --no-scripts, --allow-aoti, --model-timeout
     return p
 
 
@@ -87,7 +86,7 @@ class ShardServer:
         node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
         self.engine = InferenceEngine(
             self.store, self.loop, PeerClient(peer, PEER_TIMEOUT_SECONDS, lambda: self.engine.stopping),
-            self.shard, self.nshards, local_rank=node.Get_rank(), options=RuntimeOptions(args.threads))
+            self.shard, self.nshards, local_rank=node.Get_rank(), options=options_from(args))
         node.Free()
         self.control = ControlHandlers(self.shard, self.nshards, self.store, self.loop, self.engine,
                                        args.snapshot)
@@ -133,4 +132,6 @@ class ShardServer:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
-    ShardServer(args).serve()
+    server = ShardServer(args)
+    server.serve()
+    server.engine.exit_if_stuck(server.MPI.Finalize)  # a stuck model or script thread: exit without aborting
