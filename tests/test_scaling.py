@@ -54,16 +54,26 @@ def test_workload_names_match_inference() -> None:
 
 
 def test_mva_properties() -> None:
-    """One client sees bare service times; saturated, each call's mean grows as clients/nodes."""
+    """One client sees bare service times; processor sharing (the paper's nodes) saturated: each
+    call's mean grows as clients/nodes x its own service time; FCFS (this machine's engine): a
+    script waits behind the models ahead of it; batching raises throughput."""
     st = perf_model.ServiceTimes(put=0.25e-3, script=1e-3, model=0.5e-3, unpack=0.05e-3)
-    one = perf_model.mva(st, 1, 4)
-    assert one["calls"]["script"]["mean"] == pytest.approx(1e-3)
-    a, b = perf_model.mva(st, 1800, 4), perf_model.mva(st, 3600, 4)
+    for discipline in ("ps", "fcfs"):
+        one = perf_model.mva(st, 1, 4, discipline=discipline)
+        assert one["calls"]["script"]["mean"] == pytest.approx(1e-3)
+        assert one["calls"]["iteration"]["mean"] == pytest.approx(1.8e-3)
+    a, b = perf_model.mva(st, 1800, 4, discipline="ps"), perf_model.mva(st, 3600, 4, discipline="ps")
     assert b["calls"]["script"]["mean"] / a["calls"]["script"]["mean"] == pytest.approx(2, rel=0.01)
-    assert perf_model.mva(st, 1800, 8)["calls"]["put"]["mean"] == pytest.approx(a["calls"]["put"]["mean"] / 2,
-                                                                                rel=0.01)
-    for c in perf_model.CALLS:
-        assert a["calls"][c]["mean"] <= a["calls"][c]["p99"] * 1.0001 <= a["calls"][c]["max"] * 1.0002
+    for c, slope in (("put", 0.25e-3), ("script", 1e-3), ("model", 0.5e-3)):
+        assert a["calls"][c]["mean"] == pytest.approx(1800 / 4 * slope, rel=0.01)
+    eng = perf_model.ServiceTimes(put=0.01, script=0.05, model=1.0, unpack=0.001)
+    f = perf_model.mva(eng, 4, 1, discipline="fcfs")
+    assert f["calls"]["script"]["mean"] > 10 * eng.script  # behind the models
+    assert f["calls"]["put"]["mean"] < 0.1  # the request loop is not behind the engine
+    for r in (a, f):
+        for c in perf_model.CALLS:
+            assert r["calls"][c]["mean"] <= r["calls"][c]["max"] * 1.0001
+            assert r["calls"][c]["p99"] <= r["calls"][c]["max"] * 1.0001
     batched = perf_model.ServiceTimes(0.01, 0.05, 1.0, 0.001, batch_time={2: 1.2, 4: 1.6})
     assert perf_model.mva(batched, 4, 1, 10000)["throughput_it_per_s"] > perf_model.mva(batched, 4, 1, 1)[
         "throughput_it_per_s"]
