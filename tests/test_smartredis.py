@@ -257,7 +257,8 @@ def test_client_str_and_repr(client: Client):
 
 # ---------------------------------------------------------------- the docs table against the code
 
-ROW = re.compile(r"\|\s*`(Client|Dataset|ConfigOptions|LogContext|module)\.(\w+)\((.*?)\)`\s*\|\s*(\w[\w /]*?)\s*\|")
+ROW = re.compile(r"\|\s*`(Client|Dataset|ConfigOptions|LogContext|DatasetConverter|module)\.(\w+)\((.*?)\)`"
+                 r"\s*\|\s*(\w[\w /]*?)\s*\|")
 
 
 def _doc_rows() -> list[tuple[str, str, str, str]]:
@@ -273,7 +274,7 @@ def test_every_name_marked_same_exists_with_smartredis_signature():
     rows = _doc_rows()
     assert len(rows) > 80
     owners = {"Client": Client, "Dataset": Dataset, "ConfigOptions": ConfigOptions, "LogContext": LogContext,
-              "module": smartredis}
+              "DatasetConverter": DatasetConverter, "module": smartredis}
     checked = 0
     for owner, name, params, status in rows:
         if status != "same":
@@ -284,3 +285,22 @@ def test_every_name_marked_same_exists_with_smartredis_signature():
         assert got[:len(wanted)] == wanted, f"{owner}.{name}: {got} != {wanted}"
         checked += 1
     assert checked > 60
+
+
+FORTRAN_ROW = re.compile(r"\|\s*`(client_type|dataset_type|configoptions_type|logcontext_type|smartredis_\w+)"
+                         r"%(\w+)\(.*?\)`"
+                         r"\s*\|\s*(\w[\w /]*?)\s*\|")
+
+
+def test_every_fortran_call_marked_same_is_bound_in_the_library():
+    sources = "\n".join(p.read_text().lower() for p in (DOC.parents[1] / "fortran" / "src").rglob("*")
+                        if p.suffix in (".f90", ".inc"))
+    bound = set(re.findall(r"(?:procedure|generic)\b[^:\n]*::\s*([^\n]+)", sources))
+    names = {n.strip().split("=>")[0].strip() for line in bound for n in line.replace("&", "").split(",")}
+    public = set(re.findall(r"(?:function|subroutine)\s+(\w+)", sources))
+    rows = [FORTRAN_ROW.match(line) for line in DOC.read_text().splitlines()]
+    same = [(m.group(1), m.group(2)) for m in rows if m and m.group(3) == "same"]
+    assert len(same) > 60
+    for owner, name in same:
+        where = public if owner.startswith("smartredis_") else names
+        assert name.lower() in where, f"{owner}%{name} is marked same but is not in fortran/src"
