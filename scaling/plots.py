@@ -6,7 +6,9 @@ Writes into that directory, per workload: ``violins_<workload>.png`` (one panel 
 script, model, unpack; the time of each call against the client count, one colour per shard
 count, whiskers from minimum to maximum, dashed lines through the means; MPMD, one host, weak
 scaling, Python clients, as in the paper) and ``throughput_<workload>.png`` (iterations per
-second against clients: every mode, host count, scaling and client language that ran). Every plot
+second against clients: every mode, host count, scaling and client language that ran); and,
+when scaling/perf_model.py has written ``model.json``, ``model.png`` (the model against the
+measurements, and its predictions for the paper's runs beside the published read-offs). Every plot
 says how many cores ran it: on this machine everything is oversubscribed.
 """
 
@@ -123,6 +125,52 @@ def throughput(summaries: list[dict], workload: str, out: Path, note: str) -> Pa
     return path
 
 
+def model_plot(model: dict, out: Path, note: str) -> Path:
+    """The performance model: predicted against measured means (this machine), and its
+    predictions for the paper's configurations beside the published read-offs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    markers = dict(zip(CALL_TITLES, "os^v", strict=True))
+    for row in model["check"]:
+        multi = row["hosts"] > 1
+        for call, m in markers.items():
+            if call in row:
+                left.loglog(row[call]["predicted_mean"], row[call]["measured_mean"], m,
+                            color="tab:red" if multi else "tab:blue", alpha=0.7, ms=5)
+    lo, hi = left.get_xlim()
+    left.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    left.plot([lo, hi], [lo * 2, hi * 2], "k:", lw=0.6)
+    left.plot([lo, hi], [lo / 2, hi / 2], "k:", lw=0.6)
+    left.set_xlabel("model: mean seconds per call")
+    left.set_ylabel("measured: mean seconds per call")
+    left.set_title("this machine: o put, s script, ^ model, v unpack (red: virtual hosts); dotted: x2")
+    calls = ("put", "script", "model")
+    colours = {"put": "tab:green", "script": "tab:orange", "model": "tab:purple"}
+    pub = model["published"]
+    for assumptions, style in (("calibrated", "-"), ("independent", "--")):
+        for call in calls:
+            pts = sorted((r["clients"] / r["nodes"], r[call]["mean"]) for r in model["paper"]
+                         if r["assumptions"] == assumptions)
+            right.loglog([p[0] for p in pts], [p[1] for p in pts], style, color=colours[call],
+                         label=f"{call} ({assumptions})")
+    for call in calls:
+        right.loglog(pub["clients"] / pub["nodes"], pub[call], "*", ms=12, color=colours[call])
+    right.set_xlabel("clients per database node (960-7,680 clients on 4-16 nodes)")
+    right.set_ylabel("mean seconds per call")
+    right.set_title("the paper's runs: model (lines), SmartSim-Scaling read-offs (stars)")
+    right.legend(fontsize=7)
+    fig.text(0.5, 0.005, note + " (left panel)", ha="center", fontsize=8, color="darkred")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    path = out / "model.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def make_plots(result_dir: Path) -> list[Path]:
     """Every plot for a result directory; the paths written."""
     records = load_records(result_dir)
@@ -133,6 +181,8 @@ def make_plots(result_dir: Path) -> list[Path]:
         for path in (violins(records, workload, result_dir, note), throughput(summaries, workload, result_dir, note)):
             if path is not None:
                 made.append(path)
+    if (result_dir / "model.json").exists():
+        made.append(model_plot(json.loads((result_dir / "model.json").read_text()), result_dir, note))
     return made
 
 

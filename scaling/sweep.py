@@ -425,6 +425,7 @@ def main() -> None:
     if not args.no_report and len(failed) < len(summaries):
         from perf_model import report
 
+        print(report(out))  # writes model.json, which the plots use
         try:
             from plots import make_plots
 
@@ -432,7 +433,6 @@ def main() -> None:
                 print(f"plot: {path}")
         except ImportError as exc:
             print(f"sweep: no plots ({exc}; pip install '.[bench]')")
-        print(report(out))
     sys.exit(1 if failed else 0)
 
 
