@@ -166,6 +166,24 @@ def fit(rows: list[dict], batch_time: dict[str, dict[int, float]] | None = None)
     return fitted
 
 
+#: bytes a put sends and an unpack receives, per workload (float32)
+PAYLOAD_BYTES = {"resnet": (224 * 224 * 3 * 4, 1000 * 4), "eke": (3000 * 4 * 4, 3000 * 4)}
+
+
+def payload_fit(fitted: dict[str, ServiceTimes]) -> dict | None:
+    """put and unpack service time against payload size, ``a + bytes / bandwidth``, through the
+    workloads' two sizes (None unless both workloads were fitted)."""
+    if not {"resnet", "eke"} <= set(fitted):
+        return None
+    out = {}
+    for call, k in (("put", 0), ("unpack", 1)):
+        (b1, t1), (b2, t2) = sorted((PAYLOAD_BYTES[w][k], fitted[w].call(call)) for w in ("eke", "resnet"))
+        per_byte = (t2 - t1) / (b2 - b1)
+        out[call] = {"fixed_s": t1 - per_byte * b1, "mb_per_s": 1e-6 / per_byte if per_byte > 0 else math.inf,
+                     "points": [[b1, t1], [b2, t2]]}
+    return out
+
+
 def model_mean(st: ServiceTimes, clients: int, batch_size: int) -> float:
     """The predicted mean ``run_model`` time on this machine (one node)."""
     return mva(st, clients, 1, batch_size)["calls"]["model"]["mean"]
@@ -291,10 +309,15 @@ def report(result_dir: Path, batch_size: int = 10000, measured_batch: dict | Non
     checked = check(summaries, fitted, batch_size)
     paper = predict_paper()
     (result_dir / "model.json").write_text(json.dumps(
-        {"fitted": {w: asdict(s) for w, s in fitted.items()}, "check": checked, "paper": paper,
+        {"fitted": {w: asdict(s) for w, s in fitted.items()}, "payload": payload_fit(fitted),
+         "check": checked, "paper": paper,
          "published": PUBLISHED, "assumptions": PAPER_ASSUMPTIONS}, indent=1))
     lines = ["model fit (s): " + "; ".join(f"{w}: " + ", ".join(f"{c} {getattr(s, c):.4f}" for c in (*CALLS, "think"))
                                          + f", slowdown per extra client {s.slowdown:.2f}" for w, s in fitted.items())]
+    payload = payload_fit(fitted)
+    if payload:
+        lines.append("against payload size: " + "; ".join(
+            f"{c} {v['fixed_s'] * 1e3:.2f} ms + bytes at {v['mb_per_s']:.0f} MB/s" for c, v in payload.items()))
     lines.append(f"{'configuration':46s} {'call':7s} {'measured':>9s} {'model':>9s} {'ratio':>6s}")
     for r in checked:
         where = (f"{r['mode']} {r['hosts']}h {r['workload']} {r['scaling']} {r['client']} "
