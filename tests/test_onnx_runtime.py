@@ -4,8 +4,13 @@ torch.onnx.export, skl2onnx and Keras 3 on a real server rank started ONNX-only 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
+import numpy as np
 import pytest
-from harness import run_mpmd
+from harness import ROOT, SCENARIOS, run, run_mpmd, server_command
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -71,4 +76,31 @@ def test_onnx_models_on_an_onnx_only_server() -> None:
     assert "engine_onnx: all checks passed" in out, out
     for what in ("declared order", "skl2onnx", "Keras 3", "one request per run", "hostile models refused",
                  "scripts refused", "torch never imported"):
+        assert what in out, (what, out)
+
+
+@pytest.mark.skipif(shutil.which("mpif90") is None, reason="needs mpif90 (Open MPI + gfortran)")
+def test_onnx_model_from_fortran(tmp_path) -> None:
+    """set_model_from_file(..., 'ONNX') and run_model from the Fortran client: two inputs and two
+    outputs in the model's declared order, checked against Fortran's matmul."""
+    w = np.array([[j + 10 * k for k in range(2)] for j in range(4)], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Sub", ["p", "b"], ["q"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 2]),
+         helper.make_tensor_value_info("q", TensorProto.FLOAT, ["n", 2])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [4, 2], w.ravel().tolist())])
+    model = tmp_path / "model.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    run(["make", "-s", "-C", str(ROOT / "fortran")], timeout=300)
+    flags = subprocess.run([sys.executable, "-m", "mpistage.fortran_config", "--fflags", "--flibs"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    exe = tmp_path / "onnx_fortran"
+    run(["mpif90", *[f for f in flags if f.startswith("-I")], str(SCENARIOS / "onnx_fortran.f90"),
+         *[f for f in flags if not f.startswith("-I")], "-o", str(exe)], timeout=120, cwd=tmp_path)
+    out = run(["mpiexec", "-n", "1", *server_command(), ":", "-n", "1", str(exe), str(model)], timeout=120,
+              cwd=tmp_path).stdout
+    assert "onnx_fortran: 0 failures" in out, out
+    for what in ("p == matmul(x, W)", "q == p - b", "not ONNX: model 'fbad' is not an ONNX model"):
         assert what in out, (what, out)
