@@ -22,7 +22,7 @@ from .backends import open_backend
 from .backends.base import Backend, RunHandle, StoreBackend
 from .client_engine import EngineClientMixin
 from .dataset import Dataset
-from .errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError, typecheck
+from .errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError, UnknownChoiceError, typecheck
 from .protocol import Kind, TensorDesc, key_field
 
 KEY_CACHE_SIZE = 65536
@@ -479,13 +479,14 @@ class Client(EngineClientMixin):
 
 
 def _check_device(device: str) -> str:
-    """SmartRedis's device check: a str starting with CPU or GPU (any case; "GPU:1" is "GPU")."""
+    """SmartRedis's device check: a str starting with CPU or GPU (any case; "GPU:1" is "GPU");
+    UnknownChoiceError (a TypeError) otherwise."""
     typecheck(device, "device", str)
     device = device.upper()
     for known in ("CPU", "GPU"):
         if device.startswith(known):
             return known
-    raise TypeError(f"device {device!r} must start with CPU or GPU")
+    raise UnknownChoiceError(f"device {device!r} must start with CPU or GPU")
 
 
 def _check_key_lists(inputs: str | Sequence[str] | None,
@@ -513,7 +514,8 @@ def _check_model_args(name: str, backend: str, device: str, batch_size: int, min
     _check_key_lists(inputs, outputs)
     backend = backend.upper()
     if backend not in SMARTREDIS_BACKENDS:
-        raise TypeError(f"backend {backend!r} is unknown (SmartRedis knows {', '.join(SMARTREDIS_BACKENDS)})")
+        raise UnknownChoiceError(f"backend {backend!r} is unknown (SmartRedis knows "
+                                 f"{', '.join(SMARTREDIS_BACKENDS)})")
     if batch_size == 0 and min_batch_size > 0:
         raise BadArgumentError("batch_size must be non-zero if min_batch_size is used")
     if min_batch_size == 0 and min_batch_timeout > 0:

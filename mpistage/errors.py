@@ -14,6 +14,7 @@ name)::
         ├── ProtocolError                 RedisInternalError
         │   └── UnknownOperationError
         ├── BadArgumentError (ValueError)
+        │   └── UnknownChoiceError (TypeError)
         ├── DatabaseError                 RedisDatabaseError
         └── ReplyTimeoutError (TimeoutError)  RedisTimeoutError
 """
@@ -73,6 +74,11 @@ class BadArgumentError(ReplyError, ValueError):
     """A request was well formed but its arguments are wrong (dtype, shape, count...)."""
 
     status = Status.BAD_ARGUMENT
+
+
+class UnknownChoiceError(BadArgumentError, TypeError):
+    """An argument names a device or model backend that does not exist: a BadArgumentError and,
+    as SmartRedis raises for it, a TypeError."""
 
 
 class UnknownOperationError(ProtocolError):

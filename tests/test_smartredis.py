@@ -204,6 +204,9 @@ def test_error_names_sit_in_mpistages_hierarchy():
     assert error.RedisConnectionError is mpistage.ServerUnreachableError
     assert issubclass(error.RedisReplyError, RuntimeError) and issubclass(error.RedisConnectionError, RuntimeError)
     assert issubclass(error.RedisTimeoutError, TimeoutError)
+    # an unknown device or backend: SmartRedis's TypeError, and mpistage's BadArgumentError
+    assert issubclass(mpistage.errors.UnknownChoiceError, TypeError)
+    assert issubclass(mpistage.errors.UnknownChoiceError, mpistage.BadArgumentError)
 
 
 def test_dataset_types_dims_strings_and_converter(client: Client):
