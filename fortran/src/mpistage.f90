@@ -1107,6 +1107,10 @@ contains
     key = make_key(self, name, kind, .false.)
     code = check_key(self, key)
     if (code == SRNoError) code = keyed(OP_DELETE, kind, key, r)
+    if (code == SRKeyError) then  ! a key that does not exist: no error (Redis's DEL, as SmartRedis)
+      call clear_error()
+      code = SRNoError
+    end if
   end function
 
   !> Delete a model from every shard.

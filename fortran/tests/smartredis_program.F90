@@ -260,6 +260,8 @@ program smartredis_program
     call check(client%delete_model_multigpu(key('gnet'), 0, 1), 'delete_model_multigpu')
 
     ! error codes and get_last_error
+    call check(client%delete_tensor(key('never_stored')), 'delete of a missing tensor is no error')
+    call check(client%delete_dataset(key('never_stored')), 'delete of a missing dataset is no error')
     code = client%unpack_tensor(key('never_stored'), y, shape(y))
     call expect(code == SRKeyError, 'a missing tensor is SRKeyError')
     text = get_last_error()
