@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._mpi.connfile import SECRET_ENV, new_secret
 from .jobs import mpi_environ, server_command
 
 URI_FILE = "ompi-server.uri"
@@ -62,8 +63,9 @@ def start_ompi_server(run_dir: Path, timeout: float = 30, **popen: Any) -> subpr
 
 def start_servers(run_dir: Path, shards: int, server_args: Sequence[str] = (), timeout: float = 60,
                   uri: Path | None = None, **popen: Any) -> dict[str, subprocess.Popen]:
-    """Start the server ranks (one ``mpiexec`` job, connect mode) and, unless ``uri`` names a running
-    one, ``ompi-server``; write ``run_dir/pids.json``; return the processes once ``run_dir/address`` exists.
+    """Start the server ranks (one ``mpiexec`` job, connect mode) with a fresh deployment secret
+    (``$MPISTAGE_SECRET`` when set) and, unless ``uri`` names a running one, ``ompi-server``; write
+    ``run_dir/pids.json``; return the processes once ``run_dir/address`` exists.
     ``popen`` goes to ``subprocess.Popen`` (the launcher passes a ``preexec_fn``)."""
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -73,11 +75,13 @@ def start_servers(run_dir: Path, shards: int, server_args: Sequence[str] = (), t
     if uri is None:
         uri = run_dir / URI_FILE
         procs["ompi_server"] = start_ompi_server(run_dir, **popen)
+    env = mpi_environ()
+    env.setdefault(SECRET_ENV, new_secret())  # this deployment's; shard 0 writes it in the connection file
     with open(run_dir / "server.log", "w") as server_log:
         servers = subprocess.Popen(
-            ["mpiexec", "--ompi-server", f"file:{uri}", "-n", str(shards), *server_command(),
+            ["mpiexec", "--ompi-server", f"file:{uri}", "-x", SECRET_ENV, "-n", str(shards), *server_command(),
              "--address", str(address), "--ompi-server-uri", str(uri), *server_args],
-            stdout=server_log, stderr=subprocess.STDOUT, env=mpi_environ(), start_new_session=True, **popen)
+            stdout=server_log, stderr=subprocess.STDOUT, env=env, start_new_session=True, **popen)
     procs["servers"] = servers
     (run_dir / PIDS_FILE).write_text(json.dumps({name: proc.pid for name, proc in procs.items()}))
     try:

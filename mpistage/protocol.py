@@ -36,6 +36,10 @@ SEQ_MAX = 32767
 INTERCOMM_TAG = 4242
 WIDEN_TAG = 4243
 JOIN_TAG = 4244
+#: Connect mode: the hello (version, purpose, the deployment secret) and shard 0's verdict travel
+#: point-to-point on the first intercommunicator with this tag; a hello is at most this long.
+HELLO_TAG = 4245
+HELLO_MAX_BYTES = 1024
 PURPOSE_CLIENT = 0
 PURPOSE_STOP = 1
 ROLE_SERVER = 0

@@ -67,7 +67,14 @@ module mpistage_link
       character(kind=c_char), intent(in) :: name(*), value(*)
       integer(c_int), value :: overwrite
     end function
+    integer(c_int) function c_usleep(usec) bind(c, name='usleep')
+      import :: c_int
+      integer(c_int), value :: usec
+    end function
   end interface
+
+  !> Connect mode: how long the job waits for shard 0's verdict on its hello (as the Python client).
+  double precision, parameter :: VERDICT_SECONDS = 60d0
 
 contains
 
@@ -272,13 +279,14 @@ contains
 
   integer(enum_kind) function open_connect(path) result(code)
     character(len=*), intent(in) :: path
-    character(len=:), allocatable :: text, port
-    integer :: shards, protocol, rsize
+    character(len=:), allocatable :: text, port, secret, reason
+    integer :: shards, protocol, rsize, verdict
     type(MPI_Comm) :: first, bridge
     code = SRNoError
     call read_text_file(path, text, code)
     if (code /= SRNoError) return
     port = json_string(text, 'port')
+    secret = json_string(text, 'secret')
     shards = json_int(text, 'shards')
     protocol = json_int(text, 'protocol')
     if (len(port) == 0 .or. shards < 1) then
@@ -295,7 +303,14 @@ contains
     call lock_connect(path)
     ! Only shard 0 accepts; after the hello the link is widened to every shard (protocol.md §1).
     call MPI_Comm_connect(port, MPI_INFO_NULL, 0, MPI_COMM_WORLD, first)
-    call say_hello(first)
+    call say_connect_hello(first, secret, verdict, reason)
+    if (verdict /= 0) then
+      call set_error('the servers refused this job: ' // reason)
+      call MPI_Comm_free(first)  ! not disconnect: shard 0 has let go of it already
+      call unlock_connect()
+      code = SRDatabaseError
+      return
+    end if
     call MPI_Intercomm_merge(first, .true., bridge)
     call MPI_Intercomm_create(MPI_COMM_WORLD, 0, bridge, 0, WIDEN_TAG, inter)
     call MPI_Comm_free(bridge)
@@ -345,6 +360,57 @@ contains
     root = MPI_PROC_NULL
     if (rank == 0) root = MPI_ROOT
     call MPI_Bcast(hello, 2, MPI_INTEGER4, root, comm)
+  end subroutine
+
+  !> Connect mode's hello (docs/protocol.md, "connect"): rank 0 sends {protocol version,
+  !> PURPOSE_CLIENT, the deployment secret} to shard 0 on `first` (HELLO_TAG) and waits at most
+  !> VERDICT_SECONDS for the verdict {int32 code, reason}; every rank gets the code (0: admitted).
+  subroutine say_connect_hello(first, secret, verdict, reason)
+    type(MPI_Comm), intent(in) :: first
+    character(len=*), intent(in) :: secret
+    integer, intent(out) :: verdict
+    character(len=:), allocatable, intent(out) :: reason
+    integer(int8) :: hello(8 + len(secret)), answer(HELLO_MAX_BYTES)
+    integer(int32) :: head(2)
+    integer :: wrank, n, i
+    logical :: done
+    integer(c_int) :: rc
+    double precision :: deadline
+    type(MPI_Request) :: req
+    type(MPI_Status) :: st
+    call MPI_Comm_rank(MPI_COMM_WORLD, wrank)
+    head = [-1_int32, 0_int32]  ! code, reason length
+    if (wrank == 0) then
+      hello(1:4) = transfer(int(PROTOCOL_VERSION, int32), hello(1:4))
+      hello(5:8) = transfer(int(PURPOSE_CLIENT, int32), hello(5:8))
+      do i = 1, len(secret)
+        hello(8 + i) = int(ichar(secret(i:i)), int8)
+      end do
+      call MPI_Send(hello, size(hello), MPI_BYTE, 0, HELLO_TAG, first)
+      call MPI_Irecv(answer, HELLO_MAX_BYTES, MPI_BYTE, 0, HELLO_TAG, first, req)
+      deadline = MPI_Wtime() + VERDICT_SECONDS
+      done = .false.
+      do while (.not. done .and. MPI_Wtime() < deadline)
+        call MPI_Test(req, done, st)
+        if (.not. done) rc = c_usleep(2000_c_int)
+      end do
+      if (done) then
+        call MPI_Get_count(st, MPI_BYTE, n)
+        if (n >= 4) head = [transfer(answer(1:4), head(1)), int(n - 4, int32)]
+      else
+        call MPI_Cancel(req)
+        call MPI_Wait(req, st)
+        head = [1_int32, 0_int32]
+      end if
+    end if
+    call MPI_Bcast(head, 2, MPI_INTEGER4, 0, MPI_COMM_WORLD)
+    if (head(2) > 0) call MPI_Bcast(answer(5:4 + head(2)), int(head(2)), MPI_BYTE, 0, MPI_COMM_WORLD)
+    verdict = int(head(1))
+    allocate(character(len=head(2)) :: reason)
+    do i = 1, int(head(2))
+      reason(i:i) = achar(iand(int(answer(i + 4)), 255))
+    end do
+    if (verdict /= 0 .and. head(2) == 0) reason = 'no verdict within 60 s, or an unreadable one'
   end subroutine
 
   !> Merged communicator and window (the hello has been said).

@@ -41,6 +41,8 @@ SCALARS: list[tuple[str, int, str]] = [
     ("INTERCOMM_TAG", protocol.INTERCOMM_TAG, "session setup: the MPMD world split's intercommunicator"),
     ("WIDEN_TAG", protocol.WIDEN_TAG, "session setup: widening a connected link to every shard"),
     ("JOIN_TAG", protocol.JOIN_TAG, "session setup: shard 0 tells the other shards a job joins"),
+    ("HELLO_TAG", protocol.HELLO_TAG, "connect mode: the hello with the secret, and the verdict"),
+    ("HELLO_MAX_BYTES", protocol.HELLO_MAX_BYTES, "longest connect hello"),
     ("PURPOSE_CLIENT", protocol.PURPOSE_CLIENT, "hello purposes"),
     ("PURPOSE_STOP", protocol.PURPOSE_STOP, ""),
     ("ROLE_SERVER", protocol.ROLE_SERVER, "MPMD world split colors"),
@@ -122,7 +124,8 @@ def open_mpi_env() -> str:
     s = HEAD.format(src="mpistage/mpienv.py")
     s += """
 !> mpienv.apply_defaults: the Open MPI settings these machines need, each only where unset (the
-!> root ones only when the effective uid is 0). Call before MPI_Init. Uses the module's c_setenv.
+!> root ones only when the effective uid is 0; the network interfaces as MPISTAGE_INTERFACES says,
+!> loopback without it). Call before MPI_Init. Uses the module's c_setenv.
 subroutine apply_open_mpi_defaults()
   interface
     integer(c_int) function c_geteuid() bind(c, name='geteuid')
@@ -130,12 +133,22 @@ subroutine apply_open_mpi_defaults()
     end function
   end interface
   integer(c_int) :: rc
+  character(len=1024) :: ifaces
+  integer :: n, st
 """
     for name, value in mpienv.OPEN_MPI_DEFAULTS.items():
         s += _setenv(name, value, "  ")
     s += "  if (c_geteuid() == 0_c_int) then\n"
     for name, value in mpienv.ROOT_DEFAULTS.items():
         s += _setenv(name, value, "    ")
+    s += "  end if\n"
+    s += f"  call get_environment_variable({_text(mpienv.INTERFACES_ENV)}, value=ifaces, length=n, status=st)\n"
+    s += "  if (st /= 0 .or. n == 0) then\n"
+    for name, value in mpienv.LOOPBACK_DEFAULTS.items():
+        s += _setenv(name, value, "    ")
+    s += f"  else if (trim(ifaces) /= {_text(mpienv.ALL_INTERFACES)}) then\n"
+    for name in mpienv.INTERFACE_VARIABLES:
+        s += f"    rc = c_setenv({_text(name)} // c_null_char, trim(ifaces) // c_null_char, 0_c_int)\n"
     s += "  end if\nend subroutine\n"
     s += """
 !> True when any variable that mpiexec sets in the processes it starts is set

@@ -23,7 +23,16 @@ from ..mpienv import mpi
 from ..protocol import PURPOSE_CLIENT, PURPOSE_STOP, ROLE_APP, WIDEN_TAG
 from .connection import ServerConnection
 from .connfile import ADDRESS_ENV, Address, connect_lock, launched_by_mpiexec, prepare_singleton, read_address
-from .links import Link, LinkKind, is_mpmd_app, say_hello, setup_client_side, split_world
+from .links import (
+    ADMITTED,
+    Link,
+    LinkKind,
+    is_mpmd_app,
+    say_connect_hello,
+    say_hello,
+    setup_client_side,
+    split_world,
+)
 
 SPAWNED_ENV = "MPISTAGE_SPAWNED"  # "1" in the environment of a job the launcher spawned
 
@@ -50,19 +59,25 @@ class Bootstrap(Protocol):
 
 def connect(address: Address, comm: Any, purpose: int = PURPOSE_CLIENT) -> Any | None:
     """Collective over ``comm``: connect to the servers; returns the intercommunicator whose
-    remote rank ``i`` is shard ``i`` (None after a stop hello). Call it inside :func:`connect_lock`.
+    remote rank ``i`` is shard ``i`` (None after an admitted stop hello). Call it inside
+    :func:`connect_lock`. Raises :class:`ServerUnreachableError` when shard 0 refuses the hello
+    (a wrong secret, a stop it does not allow).
 
     Only shard 0 accepts (``MPI_Comm_accept`` on ``MPI_COMM_SELF``: a collective accept keeps
-    every other shard's accept thread spinning, a core each); after the hello, the job and the
-    servers widen the link with ``MPI_Intercomm_create`` over the shard-0 link (docs/protocol.md)."""
+    every other shard's accept thread spinning, a core each); after the hello and its verdict, the
+    job and the servers widen the link with ``MPI_Intercomm_create`` over the shard-0 link
+    (docs/protocol.md)."""
     MPI = mpi()
     try:
         first = comm.Connect(address.port, MPI.INFO_NULL, 0)
     except MPI.Exception as exc:
         raise ServerUnreachableError(f"MPI_Comm_connect to {address.port!r} failed: {exc}") from exc
-    say_hello(first, purpose)
+    code, reason = say_connect_hello(first, comm, purpose, address.secret)
+    if code != ADMITTED:
+        first.Free()  # not Disconnect: shard 0 has let go of it already
+        raise ServerUnreachableError(f"the servers refused this job: {reason}")
     if purpose == PURPOSE_STOP:
-        first.Disconnect()
+        first.Free()
         return None
     bridge = first.Merge(True)
     inter = comm.Create_intercomm(0, bridge, 0, WIDEN_TAG)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,42 @@ from ..mpienv import MPIEXEC_ENV_MARKERS
 from ..protocol import PROTOCOL_VERSION
 
 ADDRESS_ENV = "MPISTAGE_ADDRESS"
+SECRET_ENV = "MPISTAGE_SECRET"  # the deployment secret given to the servers (else shard 0 makes one)
 DEFAULT_BACKEND = "mpi"  # what a connection file without a "backend" field means
 
 
 @dataclass(frozen=True)
 class Address:
-    """What a connection file says: where the servers listen and how many shards they are."""
+    """What a connection file says: where the servers listen, how many shards they are, and the
+    deployment secret a connecting job presents in its hello (docs/security.md)."""
 
     port: str
     shards: int
     protocol: int
     ompi_server_uri: str | None = None
     backend: str = DEFAULT_BACKEND
+    secret: str = field(default="", repr=False)
 
     def to_json(self) -> str:
         """The connection file's text."""
         return json.dumps({"backend": self.backend, "port": self.port, "shards": self.shards,
-                           "protocol": self.protocol, "ompi_server_uri": self.ompi_server_uri}, indent=1)
+                           "protocol": self.protocol, "ompi_server_uri": self.ompi_server_uri,
+                           "secret": self.secret}, indent=1)
+
+
+def new_secret() -> str:
+    """A fresh deployment secret: 64 hex digits from the ``secrets`` module."""
+    return secrets.token_hex(32)
+
+
+def deployment_secret() -> str:
+    """The secret the servers admit: ``$MPISTAGE_SECRET`` when set (``mpistage start`` sets it), else
+    a fresh one, put in the environment so that the rest of this process sees the same."""
+    secret = os.environ.get(SECRET_ENV) or new_secret()
+    if not secret.isascii() or not 16 <= len(secret) <= 256 or not secret.isprintable():
+        raise ValueError(f"${SECRET_ENV} must be 16 to 256 printable ASCII characters")
+    os.environ[SECRET_ENV] = secret
+    return secret
 
 
 def write_address(path: str | os.PathLike[str], address: Address) -> None:
@@ -58,7 +78,8 @@ def read_address(path: str | os.PathLike[str]) -> Address:
     try:
         data = json.loads(Path(path).read_text())
         address = Address(str(data["port"]), int(data["shards"]), int(data["protocol"]),
-                          data.get("ompi_server_uri"), str(data.get("backend", DEFAULT_BACKEND)))
+                          data.get("ompi_server_uri"), str(data.get("backend", DEFAULT_BACKEND)),
+                          str(data.get("secret", "")))
     except FileNotFoundError as exc:
         raise ServerUnreachableError(f"no connection file at {path}: are the servers running?") from exc
     except (ValueError, KeyError, TypeError) as exc:

@@ -10,13 +10,19 @@ the kind.
 from __future__ import annotations
 
 import enum
+import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..mpienv import mpi
-from ..protocol import INTERCOMM_TAG, PROTOCOL_VERSION, PURPOSE_CLIENT, RMA_MIN_BYTES
+from ..protocol import HELLO_MAX_BYTES, HELLO_TAG, INTERCOMM_TAG, PROTOCOL_VERSION, PURPOSE_CLIENT, RMA_MIN_BYTES
+
+VERDICT_SECONDS = 60.0  # how long a connecting job waits for shard 0's answer to its hello
+HELLO_POLL_SECONDS = 0.002  # between tests of a hello or verdict that has not arrived
+ADMITTED = 0  # the verdict that admits a job; any other value refuses it (docs/protocol.md)
 
 
 class LinkKind(enum.Enum):
@@ -87,6 +93,75 @@ def hear_hello(inter: Any) -> int:
     hello = np.zeros(2, np.int32)
     inter.Bcast(hello, 0)
     return int(hello[1])
+
+
+@dataclass(frozen=True)
+class ConnectHello:
+    """What a connecting job's rank 0 tells shard 0 (connect mode): ``<i4 version, <i4 purpose``,
+    then the deployment secret as ASCII; at most ``HELLO_MAX_BYTES`` bytes in all."""
+
+    version: int
+    purpose: int
+    secret: bytes
+
+    def pack(self) -> bytes:
+        return struct.pack("<ii", self.version, self.purpose) + self.secret
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> ConnectHello:
+        """Parse a hello; raises ValueError when it is too short or too long."""
+        if not 8 <= len(raw) <= HELLO_MAX_BYTES:
+            raise ValueError(f"a connect hello of {len(raw)} bytes (8..{HELLO_MAX_BYTES} expected)")
+        version, purpose = struct.unpack_from("<ii", raw)
+        return cls(version, purpose, bytes(raw[8:]))
+
+
+def pack_verdict(code: int, reason: str) -> bytes:
+    """Shard 0's answer to a connect hello: ``<i4 code`` (:data:`ADMITTED` or not), UTF-8 reason."""
+    return struct.pack("<i", code) + reason.encode()[:HELLO_MAX_BYTES - 4]
+
+
+def wait_for(request: Any, seconds: float, status: Any = None) -> bool:
+    """Test ``request`` until it completes (True; ``status`` filled in) or ``seconds`` pass
+    (False), sleeping in between."""
+    deadline = time.monotonic() + seconds
+    while not request.Test(status):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(HELLO_POLL_SECONDS)
+    return True
+
+
+def unpack_verdict(raw: bytes) -> tuple[int, str]:
+    """``(code, reason)`` of a verdict; a verdict too short to read is a refusal."""
+    if len(raw) < 4:
+        return ADMITTED + 1, "an unreadable verdict"
+    return struct.unpack_from("<i", raw)[0], raw[4:].decode(errors="replace")
+
+
+def say_connect_hello(first: Any, comm: Any, purpose: int, secret: str,
+                      seconds: float = VERDICT_SECONDS) -> tuple[int, str]:
+    """Collective over ``comm`` (the connecting job): rank 0 sends its hello to shard 0 on
+    ``first`` and waits, at most ``seconds``, for the verdict, which every rank gets back as
+    ``(code, reason)``. A verdict that does not come is a refusal."""
+    MPI = mpi()
+    shared = np.zeros(4 + HELLO_MAX_BYTES, np.uint8)  # <i4 length, then the verdict as received
+    if comm.Get_rank() == 0:
+        first.Send(ConnectHello(PROTOCOL_VERSION, purpose, secret.encode()).pack(), 0, HELLO_TAG)
+        buf = np.zeros(HELLO_MAX_BYTES, np.uint8)
+        status = MPI.Status()
+        request = first.Irecv(buf, 0, HELLO_TAG)
+        if wait_for(request, seconds, status):
+            raw = buf[:status.Get_count(MPI.BYTE)].tobytes()
+        else:
+            request.Cancel()
+            request.Wait()
+            raw = pack_verdict(ADMITTED + 1, f"shard 0 did not answer the hello within {seconds} s")
+        shared[:4] = np.frombuffer(struct.pack("<i", len(raw)), np.uint8)
+        shared[4:4 + len(raw)] = np.frombuffer(raw, np.uint8)
+    comm.Bcast(shared, 0)
+    length = struct.unpack_from("<i", shared[:4].tobytes())[0]
+    return unpack_verdict(shared[4:4 + length].tobytes())
 
 
 def setup_client_side(inter: Any, kind: LinkKind) -> Link:

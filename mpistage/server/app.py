@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._mpi.connfile import Address, write_address
+from .._mpi.connfile import Address, deployment_secret, write_address
 from .._mpi.links import LinkKind, hear_hello, setup_server_side, split_world
 from ..mpienv import mpi
 from ..protocol import PROTOCOL_VERSION, ROLE_SERVER
@@ -22,7 +22,7 @@ from .control import ControlHandlers
 from .engine import InferenceEngine
 from .engine.runtime import add_engine_arguments, options_from
 from .handlers import StoreHandlers
-from .links import DEFAULT_WINDOW_CAP, ServerLink, WindowBudget
+from .links import DEFAULT_WINDOW_CAP, SETUP_SECONDS, ServerLink, WindowBudget
 from .loop import ProgressLoop
 from .memory import keep_freed_memory
 from .peer import PeerClient
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "has no window (its payloads go point-to-point)")
     p.add_argument("--payload-timeout", type=float, default=10.0,
                    help="seconds to wait for an announced payload before answering an error")
+    p.add_argument("--setup-timeout", type=float, default=SETUP_SECONDS["value"],
+                   help="connect mode: seconds a connecting job has for its hello, and then for session setup; "
+                        "past them it is let go or the setup abandoned (a job killed mid-connect) and "
+                        "accepting goes on (default 30)")
     add_engine_arguments(p)  # --threads, --backends, --no-scripts, --allow-aoti, --model-timeout
     return p
 
@@ -80,6 +84,8 @@ class ShardServer:
             restore_snapshot(self.store, args.restore, self.shard, self.nshards)
         handlers = StoreHandlers(self.store).table()
         self.loop = ProgressLoop(self.shard, handlers, args.payload_timeout, alloc=self.store.alloc)
+        SETUP_SECONDS["value"] = args.setup_timeout
+        self.loop.on_drop = lambda link, _why: link.abandon()  # its job is gone: no collective release
         # Engine traffic between shards: the same requests, on a communicator of the servers.
         peer = self.comm.Dup()
         self.loop.add_link(ServerLink(peer, LinkKind.PEER))
@@ -102,7 +108,7 @@ class ShardServer:
         self.accept_comm = self.comm.Dup()
         if self.shard == 0:
             write_address(address_path, Address(self.port, self.nshards, PROTOCOL_VERSION,
-                                                self.args.ompi_server_uri))
+                                                self.args.ompi_server_uri, secret=deployment_secret()))
         self.loop.start_accepting(self.accept_comm, self.port, self.args.rma_slot, self.budget)
 
     def serve(self) -> None:

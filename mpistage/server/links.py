@@ -5,6 +5,8 @@ one-sided window memory, and the accept thread that takes in connecting jobs."""
 from __future__ import annotations
 
 import collections
+import hmac
+import os
 import sys
 import threading
 import time
@@ -14,9 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from .._mpi.links import Link, LinkKind, hear_hello, release, setup_server_side
+from .._mpi.connfile import SECRET_ENV
+from .._mpi.links import ADMITTED, ConnectHello, Link, LinkKind, pack_verdict, release, setup_server_side, wait_for
 from ..mpienv import mpi
-from ..protocol import JOIN_TAG, PURPOSE_STOP, RMA_MIN_BYTES, WIDEN_TAG
+from ..protocol import (
+    HELLO_MAX_BYTES,
+    HELLO_TAG,
+    JOIN_TAG,
+    PROTOCOL_VERSION,
+    PURPOSE_CLIENT,
+    PURPOSE_STOP,
+    RMA_MIN_BYTES,
+    WIDEN_TAG,
+)
 from .handlers import Request
 
 JOIN_POLL_SECONDS = 0.002  # how often shards other than 0 look for a joining job
@@ -115,6 +127,14 @@ class ServerLink:
         return {"kind": self.kind.value, "ranks": self.nclients, "slot_bytes": self.slot_bytes,
                 "window_bytes": self.window_bytes, "waiting_payloads": len(self.waiting)}
 
+    def abandon(self) -> None:
+        """Stop using the link without any MPI call (its job is gone or stalled: freeing the window
+        and disconnecting are collective with it and would block for good). Its MPI handles stay
+        referenced, never freed; its window memory stays allocated and counted in the budget."""
+        if self.link is not None:
+            _ABANDONED.append(self.link)
+            self._memory = None
+
     def free(self) -> None:
         """Release the link (collective with its job); its window goes back to the budget."""
         if self.link is not None:
@@ -125,55 +145,193 @@ class ServerLink:
                 self.budget.give_back(nbytes)
 
 
+#: Set by the servers' own shutdown path (:func:`mpistage.server.wake.wake_accept_threads`) just
+#: before it connects to end the accept thread: a stop hello is admitted only then, and only with
+#: the secret. A client can never stop the servers through the accept path (docs/security.md).
+STOP_ALLOWED = threading.Event()
+#: Session setups abandoned because they did not finish (a job that died or stalled mid-setup):
+#: their threads stay blocked in MPI for good, so this process must not call ``MPI_Finalize``.
+STUCK_SETUPS: list[threading.Thread] = []
+#: MPI handles of abandoned links: freeing them is collective with a job that is gone, so they are
+#: kept referenced and never freed.
+_ABANDONED: list[Any] = []
+
+VERDICT_SEND_SECONDS = 5.0  # how long shard 0 drives the send of its verdict
+#: How long a connected job has for its hello, and then for session setup (widen, merge, window),
+#: before it is let go or the setup abandoned (``mpistage-server --setup-timeout``).
+SETUP_SECONDS = {"value": 30.0}
+CTL_JOIN, CTL_STOP = 0, 1  # shard 0 -> other shards on JOIN_TAG: a job joins / stop accepting
+CTL_FAILED, CTL_SET_UP = 0, 1  # every shard's outcome of a setup, and shard 0's decision (keep or not)
+
+
 def accept_links(shard_comm: Any, port: str | None, slot_bytes: int, budget: WindowBudget,
                  out: collections.deque[ServerLink]) -> None:
-    """Thread body: take in client jobs until a stop hello (docs/protocol.md, "connect").
-
-    Shard 0 accepts on its port with ``MPI_COMM_SELF`` (waiting there costs no CPU), hears the
-    hello and tells the other shards (``JOIN_TAG`` on ``shard_comm``); they poll for that
-    message, sleeping in between. Then all shards and the job widen the link together, agree on
-    the slot (the smallest any shard's window budget allows) and set up the session. An attempt
-    that raises is reported on stderr and the thread goes on accepting."""
-    while True:
-        try:
-            link = _accept_one(shard_comm, port, slot_bytes, budget)
-        except Exception:  # one bad connect must not stop later jobs from connecting
-            print(f"mpistage-server shard {shard_comm.Get_rank()}: a connect attempt failed:",
-                  file=sys.stderr, flush=True)
-            traceback.print_exc()
-            time.sleep(ACCEPT_RETRY_SECONDS)
-            continue
-        if link is None:
-            return
-        out.append(link)
+    """Thread body: take in client jobs until the servers' own stop hello (docs/protocol.md,
+    "connect"); see :class:`Acceptor`. Shard 0 reads the deployment secret from
+    ``$MPISTAGE_SECRET`` (``connfile.deployment_secret`` put it there)."""
+    Acceptor(shard_comm, port, slot_bytes, budget, out, os.environ.get(SECRET_ENV, "")).run()
 
 
-def _accept_one(shard_comm: Any, port: str | None, slot_bytes: int, budget: WindowBudget) -> ServerLink | None:
-    """One connecting job as a new link; None for the stop hello."""
-    MPI = mpi()
-    shard, nshards = shard_comm.Get_rank(), shard_comm.Get_size()
-    purpose = np.zeros(1, np.int32)
-    bridge = None
-    if shard == 0:
-        first = MPI.COMM_SELF.Accept(port, MPI.INFO_NULL, 0)
-        purpose[0] = hear_hello(first)
-        for other in range(1, nshards):
-            shard_comm.Send(purpose, other, JOIN_TAG)
-        if purpose[0] == PURPOSE_STOP:
-            first.Disconnect()
-            return None
-        bridge = first.Merge(False)
-        first.Free()
-    else:
-        while not shard_comm.Iprobe(0, JOIN_TAG):
+class Acceptor:
+    """The accept thread of one shard.
+
+    Shard 0 accepts on its port with ``MPI_COMM_SELF`` (waiting there costs no CPU) and screens
+    the job's hello: it must come within ``SETUP_SECONDS``, carry this protocol's version and the
+    deployment secret, and not ask to stop (unless :data:`STOP_ALLOWED`). A refused job gets a
+    verdict saying why, is logged on stderr and let go; nothing else happens. An admitted job is
+    announced to the other shards (``JOIN_TAG`` on ``shard_comm``; they poll, sleeping in between),
+    and all shards and the job widen the link, agree on the window slot and set up the session on
+    a fresh communicator of the shards (``attempt``), on a helper thread bounded by
+    ``SETUP_SECONDS``. The shards then agree: the link is kept only when every shard set it up.
+    Otherwise (a job killed or stalled mid-setup; its MPI calls never return) the attempt is
+    abandoned: its link and communicator are never used again, the next job gets a new
+    communicator, and accepting goes on."""
+
+    def __init__(self, shard_comm: Any, port: str | None, slot_bytes: int, budget: WindowBudget,
+                 out: collections.deque[ServerLink], secret: str) -> None:
+        self.MPI = mpi()
+        self.ctl = shard_comm
+        self.shard, self.nshards = shard_comm.Get_rank(), shard_comm.Get_size()
+        if self.shard == 0 and not secret:
+            raise ValueError(f"no deployment secret in ${SECRET_ENV}")
+        self.port, self.slot_bytes, self.budget, self.out = port, slot_bytes, budget, out
+        self.secret = secret.encode()
+        self.attempt = shard_comm.Dup()
+        self.first: Any = None
+        self._stale: list[Any] = []  # verdict sends that had not completed
+
+    def log(self, text: str) -> None:
+        print(f"mpistage-server shard {self.shard}: {text}", file=sys.stderr, flush=True)
+
+    def run(self) -> None:
+        while True:
+            try:
+                word = self._next_job() if self.shard == 0 else self._ctl_recv(0)
+                if word == CTL_STOP:
+                    return
+                link = self._set_up()
+                if self._agree(link is not None):
+                    self.out.append(link)
+                    continue
+                if link is not None:
+                    link.abandon()
+                self.log("a connecting job's session setup was abandoned; accepting goes on")
+                self.attempt = self.ctl.Dup()
+            except Exception:  # one bad connect must not stop later jobs from connecting
+                self.log("a connect attempt failed:")
+                traceback.print_exc()
+                time.sleep(ACCEPT_RETRY_SECONDS)
+
+    # ------------------------------------------------------------ shard 0: accept and screen
+    def _next_job(self) -> int:
+        """Accept until a job is admitted; tell the other shards; CTL_JOIN or CTL_STOP."""
+        MPI = self.MPI
+        while True:
+            first = MPI.COMM_SELF.Accept(self.port, MPI.INFO_NULL, 0)
+            first.Set_errhandler(MPI.ERRORS_RETURN)
+            hello = self._hear(first)
+            refusal = f"no hello within {SETUP_SECONDS['value']} s" if hello is None else self._refusal(hello)
+            if hello is not None:
+                self._answer(first, ADMITTED if refusal is None else ADMITTED + 1, refusal or "admitted")
+            if refusal is None:
+                word = CTL_STOP if hello.purpose == PURPOSE_STOP else CTL_JOIN
+                for other in range(1, self.nshards):
+                    self.ctl.Send(np.array([word], np.int32), other, JOIN_TAG)
+                if word == CTL_STOP:
+                    first.Free()
+                else:
+                    self.first = first
+                return word
+            self.log(f"refused a connecting job: {refusal}")
+            first.Free()  # not Disconnect: collective with a job that may be gone or hostile
+
+    def _hear(self, first: Any) -> ConnectHello | None:
+        """The hello from the job's rank 0, or None when none came in time or it is unreadable."""
+        MPI, status = self.MPI, self.MPI.Status()
+        deadline = time.monotonic() + SETUP_SECONDS["value"]
+        while (msg := first.Improbe(0, HELLO_TAG, status)) is None:
+            if time.monotonic() > deadline:
+                return None
             time.sleep(JOIN_POLL_SECONDS)
-        shard_comm.Recv(purpose, 0, JOIN_TAG)
-        if purpose[0] == PURPOSE_STOP:
+        buf = np.zeros(HELLO_MAX_BYTES, np.uint8)
+        try:
+            msg.Recv(buf, status)  # longer than HELLO_MAX_BYTES: MPI_ERR_TRUNCATE
+            return ConnectHello.unpack(buf[:status.Get_count(MPI.BYTE)].tobytes())
+        except (MPI.Exception, ValueError) as exc:
+            self.log(f"an unreadable hello: {exc}")
+            return ConnectHello(-1, -1, b"")
+
+    def _refusal(self, hello: ConnectHello) -> str | None:
+        """Why ``hello`` is refused; None when it is admitted. The secret is checked first."""
+        if not hmac.compare_digest(hello.secret, self.secret):
+            return "wrong or missing secret"
+        if hello.version != PROTOCOL_VERSION:
+            return f"protocol {hello.version}, the servers speak {PROTOCOL_VERSION}"
+        if hello.purpose == PURPOSE_STOP:
+            return None if STOP_ALLOWED.is_set() else "a stop hello: the servers stop only through mpistage stop"
+        if hello.purpose != PURPOSE_CLIENT:
+            return f"unknown purpose {hello.purpose}"
+        return None
+
+    def _answer(self, first: Any, code: int, reason: str) -> None:
+        request = first.Isend(pack_verdict(code, reason), 0, HELLO_TAG)
+        if not wait_for(request, VERDICT_SEND_SECONDS):
+            self._stale.append(request)  # a job that does not take its verdict: let it be
+
+    # ------------------------------------------------------------ every shard
+    def _ctl_recv(self, source: int) -> int:
+        word = np.zeros(1, np.int32)
+        while not self.ctl.Iprobe(source, JOIN_TAG):
+            time.sleep(JOIN_POLL_SECONDS)
+        self.ctl.Recv(word, source, JOIN_TAG)
+        return int(word[0])
+
+    def _set_up(self) -> ServerLink | None:
+        """The job's session setup on a helper thread, bounded by ``SETUP_SECONDS``; None when it
+        raised or did not finish (its thread is then left blocked, in :data:`STUCK_SETUPS`)."""
+        first, self.first = self.first, None
+        made: list[ServerLink] = []
+
+        def work() -> None:
+            try:
+                made.append(self._widen(first))
+            except Exception:
+                self.log("session setup failed:")
+                traceback.print_exc()
+
+        t = threading.Thread(target=work, name="mpistage-setup", daemon=True)
+        t.start()
+        t.join(SETUP_SECONDS["value"])
+        if t.is_alive():
+            STUCK_SETUPS.append(t)
+            self.log(f"session setup did not finish within {SETUP_SECONDS['value']} s "
+                     "(a job died or stalled mid-setup)")
             return None
-    inter = shard_comm.Create_intercomm(0, bridge if bridge is not None else MPI.COMM_SELF, 1, WIDEN_TAG)
-    if bridge is not None:
-        bridge.Free()
-    slot = shard_comm.allreduce(budget.slot_for(inter.Get_remote_size(), slot_bytes), op=MPI.MIN)
-    link = ServerLink.of(setup_server_side(inter, LinkKind.CONNECT, slot), budget)
-    budget.take(link.window_bytes)
-    return link
+        if not made:
+            return None
+        self.budget.take(made[0].window_bytes)
+        return made[0]
+
+    def _widen(self, first: Any) -> ServerLink:
+        MPI = self.MPI
+        bridge = None
+        if first is not None:
+            bridge = first.Merge(False)
+            first.Free()
+        inter = self.attempt.Create_intercomm(0, bridge if bridge is not None else MPI.COMM_SELF, 1, WIDEN_TAG)
+        if bridge is not None:
+            bridge.Free()
+        slot = self.attempt.allreduce(self.budget.slot_for(inter.Get_remote_size(), self.slot_bytes), op=MPI.MIN)
+        return ServerLink.of(setup_server_side(inter, LinkKind.CONNECT, slot), self.budget)
+
+    def _agree(self, ok: bool) -> bool:
+        """True when every shard set the link up (shard 0 collects and decides)."""
+        if self.shard != 0:
+            self.ctl.Send(np.array([CTL_SET_UP if ok else CTL_FAILED], np.int32), 0, JOIN_TAG)
+            return self._ctl_recv(0) == CTL_SET_UP
+        keep = ok
+        for other in range(1, self.nshards):
+            keep = self._ctl_recv(other) == CTL_SET_UP and keep
+        for other in range(1, self.nshards):
+            self.ctl.Send(np.array([CTL_SET_UP if keep else CTL_FAILED], np.int32), other, JOIN_TAG)
+        return keep

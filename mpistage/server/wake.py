@@ -1,6 +1,7 @@
 """Wakes the servers' accept threads at shutdown: ``MPI_Comm_accept`` cannot be interrupted, and a
 server cannot connect to its own port (Open MPI hangs), so server rank 0 starts this one-shot
-process, which connects like a client job but says "stop" in its hello.
+process, which connects like a client job but says "stop" in its hello. The accept thread admits
+that hello only once the server itself has decided to stop (docs/security.md).
 
     python -m mpistage.server.wake ADDRESS_FILE
 """
@@ -12,10 +13,14 @@ import subprocess
 import sys
 
 from ..mpienv import apply_defaults
+from .links import STOP_ALLOWED
 
 
 def wake_accept_threads(address: str, timeout: float = 30.0) -> bool:
-    """Run the stop connection in a fresh process (not part of this MPI job); True on success."""
+    """Run the stop connection in a fresh process (not part of this MPI job); True on success.
+    Only from here does this server's accept thread admit a stop hello (``links.STOP_ALLOWED``);
+    the wake process presents the deployment secret from the connection file, as clients do."""
+    STOP_ALLOWED.set()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "OPAL_"))}
     apply_defaults(env)
     try:
