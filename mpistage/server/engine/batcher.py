@@ -54,6 +54,7 @@ class Job:
     timeout_s: float = 0.0
     what: str = "the run"
     done: bool = False
+    timed_out: bool = False  # finished by the watchdog
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def complete(self, outputs: list[Any] | None, error: Exception | None) -> bool:

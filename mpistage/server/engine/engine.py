@@ -402,6 +402,7 @@ class InferenceEngine:
                     self._watch_cond.wait(self._next_deadline(now))
                     continue
             for job in expired:
+                job.timed_out = True  # before complete(): the worker may finish it first, harmlessly
                 if job.complete(None, ServerRuntimeError(
                         f"{job.what} timed out after {job.timeout_s:g} s (waiting and running); "
                         f"the server goes on")):
@@ -420,7 +421,7 @@ class InferenceEngine:
         """When every job the current worker runs has been answered (by timeouts), start a new
         worker; the old one leaves when its call returns. Under the lock."""
         jobs = self._running.get(self._generation)
-        if jobs and all(j.done for j in jobs) and not self._stopping:
+        if jobs and all(j.done for j in jobs) and any(j.timed_out for j in jobs) and not self._stopping:
             print(f"mpistage-server shard {self.shard}: {jobs[0].what} is still running past its deadline: "
                   f"its worker is abandoned and a new one serves the other calls", file=sys.stderr, flush=True)
             self._generation += 1
