@@ -1,6 +1,7 @@
 """A SmartRedis Fortran program (fortran/tests/smartredis_program.F90: only smartredis_* modules
 and enum_fortran.inc) built with ``mpistage-config --fflags/--flibs`` as a user would, run
-under mpiexec against Python servers in MPMD and in connect mode."""
+under mpiexec against Python servers in MPMD and in connect mode (SSDB naming the connection
+file, as SmartSim sets it)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,12 @@ def test_smartredis_fortran_program_mpmd(built, tmp_path):
     check_output(result.stdout, log)
 
 
-def test_smartredis_fortran_program_connect(built, tmp_path):
+def test_smartredis_fortran_program_connect_with_ssdb(built, tmp_path):
+    """Connect mode as under SmartSim: a plain mpiexec with SSDB naming the connection file."""
     exe, model = built
     log = tmp_path / "sr.log"
     with started_servers(shards=1) as servers:
-        result = run([sys.executable, "-m", "mpistage.cli", "run", "--dir", str(servers.dir), "-n", "2", "--",
-                      str(exe), str(model)], 180, {"SR_LOG_FILE": str(log)})
+        uri = servers.dir / "ompi-server.uri"
+        result = run(["mpiexec", "--ompi-server", f"file:{uri}", "-x", "SSDB", "-x", "SR_LOG_FILE", "-n", "2",
+                      str(exe), str(model)], 180, {"SSDB": str(servers.address), "SR_LOG_FILE": str(log)})
     check_output(result.stdout, log)

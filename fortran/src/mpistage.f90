@@ -12,7 +12,7 @@ module mpistage
   use, intrinsic :: iso_c_binding
   use mpistage_wire
   use mpistage_link
-  use smartredis_configoptions, only : configoptions_type
+  use smartredis_configoptions, only : configoptions_type, ssdb_to_address
   implicit none
   private
 
@@ -109,6 +109,7 @@ contains
   !> communication instead. Otherwise it is MPI_COMM_WORLD. Collective on first use.
   function mpistage_comm() result(comm)
     type(MPI_Comm) :: comm
+    call ssdb_to_address()
     comm = link_app_comm()
   end function
 
@@ -116,6 +117,7 @@ contains
   !> does not take a component of a function result, `mpistage_comm()%MPI_VAL`).
   integer function mpistage_comm_int() result(handle)
     type(MPI_Comm) :: comm
+    call ssdb_to_address()
     comm = link_app_comm()
     handle = comm%MPI_VAL
   end function
@@ -150,6 +152,7 @@ contains
     character(len=*), intent(in), optional :: logger_name
     character(len=:), allocatable :: env
     call clear_error()
+    call ssdb_to_address()  ! SSDB (SmartRedis's) names the connection file too
     self%logger_name = 'mpistage'
     if (present(logger_name)) self%logger_name = trim(logger_name)
     code = link_open()

@@ -2,9 +2,19 @@
 !> suffix: option NAME is read from NAME_suffix) plus per-object overrides. Pure Fortran; the
 !> status codes are SmartRedis's (enum_fortran.inc).
 module smartredis_configoptions
-  use, intrinsic :: iso_c_binding, only : c_int, c_int64_t
+  use, intrinsic :: iso_c_binding, only : c_char, c_int, c_int64_t, c_null_char
   implicit none
   private
+
+  public :: ssdb_to_address
+
+  interface
+    integer(c_int) function c_setenv(name, value, overwrite) bind(c, name='setenv')
+      import :: c_char, c_int
+      character(kind=c_char), dimension(*), intent(in) :: name, value
+      integer(c_int), value :: overwrite
+    end function
+  end interface
 
   integer, parameter :: enum_kind = c_int
   integer(enum_kind), parameter :: SRNoError = 0, SRRuntimeError = 4, SRParameterError = 5, SRKeyError = 7
@@ -26,6 +36,22 @@ module smartredis_configoptions
   end type
 
 contains
+
+  !> SmartRedis's SSDB names the servers' connection file: when MPISTAGE_ADDRESS is unset and
+  !> SSDB is set, MPISTAGE_ADDRESS becomes SSDB's first entry (called before connecting).
+  subroutine ssdb_to_address()
+    character(len=:), allocatable :: ssdb
+    integer :: length, stat, cut
+    call get_environment_variable('MPISTAGE_ADDRESS', length=length, status=stat)
+    if (stat == 0 .and. length > 0) return
+    call get_environment_variable('SSDB', length=length, status=stat)
+    if (stat /= 0 .or. length == 0) return
+    allocate(character(len=length) :: ssdb)
+    call get_environment_variable('SSDB', ssdb)
+    cut = scan(ssdb, ',;')
+    if (cut > 0) ssdb = ssdb(:cut - 1)
+    stat = c_setenv('MPISTAGE_ADDRESS' // c_null_char, trim(adjustl(ssdb)) // c_null_char, 1_c_int)
+  end subroutine
 
   !> Read options from the environment, "_" // db_suffix appended to each name (none when empty).
   integer(enum_kind) function create_configoptions_from_environment(self, db_suffix) result(code)
