@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +310,20 @@ def test_every_fortran_call_marked_same_is_bound_in_the_library():
     for owner, name in same:
         where = public if owner.startswith("smartredis_") else names
         assert name.lower() in where, f"{owner}%{name} is marked same but is not in fortran/src"
+
+
+def test_the_documented_shim_leaves_import_smartredis_unchanged(ssdb: str, tmp_path):
+    """docs/smartredis.md's shim package, taken from the page, under an unchanged SmartRedis import."""
+    shim = re.search(r"cat > shim/smartredis/__init__.py <<'EOF'\n(.*?)\nEOF\n", DOC.read_text(), re.S)
+    assert shim, "the shim is no longer in docs/smartredis.md"
+    (tmp_path / "smartredis").mkdir()
+    (tmp_path / "smartredis" / "__init__.py").write_text(shim.group(1) + "\n")
+    program = ("import numpy as np\nimport smartredis\nfrom smartredis import Client\n"
+               "from smartredis.error import RedisKeyError\n"
+               "c = Client(None, logger_name='unchanged')\nc.put_tensor('x', np.arange(3))\n"
+               "assert (c.get_tensor('x') == np.arange(3)).all()\n"
+               "try:\n    c.get_tensor('missing')\n"
+               "except RedisKeyError:\n    print('UNCHANGED OK', smartredis.__name__)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "SSDB": ssdb}
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert "UNCHANGED OK mpistage.smartredis" in out.stdout, out.stdout + out.stderr
