@@ -74,7 +74,7 @@ def test_coupled_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run([PYTHON, RUN, "--out", out, "--fine-days", "6", "--snapshot-interval", "2", "--min-snapshots", "3",
                 "--rounds", "1", "--epochs", "2", "--epoch-samples", "512", "--members-f4", "1", "--members-f8", "1",
-                "--member-days", "10", "--member-output-interval", "2", "--member-timeout", "150"],
+                "--member-days", "10", "--member-output-interval", "2", "--member-timeout", "200"],
                timeout=TIMEOUT, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "phase 1: fine day" in proc.stdout and "ml_0: Completed" in proc.stdout

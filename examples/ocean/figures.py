@@ -3,7 +3,7 @@
 * ``fig6_eke_maps.png``: time-mean EKE, truth / ML / MEKE, one row per factor (log colour scale);
 * ``fig7_zonal_means.png``: zonal means of those maps against latitude (y), log scale;
 * ``fig8_h_ensemble.png``: ensemble mean and spread (standard deviation over members) of h at the
-  members' last snapshot, per closure, factor 4;
+  members' last snapshot, per closure, factor 4 (the paper's Fig. 8 shows SSH);
 * ``training.png``: held-out RMSE of ln EKE per training round.
 """
 
@@ -86,10 +86,10 @@ def h_ensemble(path: Path, members: list, factor: int = 4) -> bool:
     fig, axes = plt.subplots(len(rows), 2, figsize=(9, 3.6 * len(rows)), squeeze=False)
     for (closure, h), (a, b) in zip(rows, axes, strict=True):
         im = a.imshow(h.mean(axis=0).T, origin="lower", cmap="viridis")
-        a.set_title(f"{closure}, factor {factor}: ensemble mean h (m), {len(h)} members")
+        a.set_title(f"{closure} f{factor}: ensemble-mean h (m), {len(h)} members", fontsize=10)
         fig.colorbar(im, ax=a)
         im = b.imshow(h.std(axis=0).T, origin="lower", cmap="plasma")
-        b.set_title("spread (std over members, m)")
+        b.set_title("spread of h (std over members, m)", fontsize=10)
         fig.colorbar(im, ax=b)
         for ax in (a, b):
             ax.set_xticks([]), ax.set_yticks([])

@@ -181,11 +181,13 @@ def cost(members: list[Member], engine: dict[str, float]) -> dict[str, Any]:
         "points_per_s_of_run": points / wall}
     if engine:
         compute = engine["model_compute_s"] + engine["script_compute_s"]
-        out.update(engine=engine, server_compute_s=compute,
+        queued = engine["model_queue_s"] + engine["script_queue_s"]
+        rest = max(spent - compute - queued, 0.0)
+        out.update(engine=engine, server_compute_s=compute, server_queue_s=queued,
                    points_per_s_of_server_compute=engine["model_rows"] / engine["model_compute_s"]
                    if engine["model_compute_s"] else math.nan,
-                   other_s=max(spent - compute, 0.0), other_percent=100 * max(spent - compute, 0.0) / wall,
-                   other_ms_per_call=1000 * max(spent - compute, 0.0) / calls if calls else math.nan)
+                   other_s=rest, other_percent=100 * rest / wall,
+                   other_ms_per_call=1000 * rest / calls if calls else math.nan)
     return out
 
 
@@ -272,9 +274,15 @@ def verdict(r: dict[str, Any]) -> list[str]:
                      f"({'within' if p <= GOAL_PERCENT else 'over'} the 1 % goal; paper 1.5 %).")
         if "other_percent" in r["cost"]:
             c = r["cost"]
-            lines.append(f"of that, the servers computed (network + preprocessing) {c['server_compute_s']:.1f} s "
-                         f"of {c['mpistage_s']:.1f} s; the rest (connect, transfers, waiting for a core) is "
-                         f"{c['other_percent']:.2f} % of the run time.")
+            lines.append(f"of the {c['mpistage_s']:.1f} s in calls, the servers computed (network + preprocessing) "
+                         f"{c['server_compute_s']:.1f} s and requests waited in their queues (behind the other "
+                         f"members' inference) {c['server_queue_s']:.1f} s; the rest (connect, transfers, "
+                         f"scheduling) is {c['other_s']:.1f} s = {c['other_percent']:.2f} % of the run time, "
+                         f"{c['other_ms_per_call']:.1f} ms per daily call.")
+    f = r["fine"]
+    if "mpistage_percent" in f:
+        lines.append(f"streaming: the fine run spent {f['mpistage_s']:.1f} s of {f['wall_s']:.0f} s "
+                     f"({f['mpistage_percent']:.2f} %) in mpistage calls (connect and its snapshots' puts).")
     unstable = [k for k, v in r["stability"].items() if not v["stable"]]
     lines.append("every member stayed stable." if not unstable else f"NOT stable or incomplete: {', '.join(unstable)}.")
     return lines
@@ -322,7 +330,7 @@ def markdown(r: dict[str, Any], figures: list[str]) -> str:
                      f"{c['engine']['model_rows']:.0f} points, {c['engine']['model_compute_s']:.1f} s computing the "
                      f"network ({c['points_per_s_of_server_compute']:.0f} points/s), "
                      f"{c['engine']['script_compute_s']:.1f} s the preprocessing script, "
-                     f"{c['engine']['model_queue_s'] + c['engine']['script_queue_s']:.1f} s queued; "
+                     f"{c['server_queue_s']:.1f} s queued (behind other members' requests); "
                      f"the rest of the time in calls (connect, transfers, scheduling) is {c['other_s']:.1f} s = "
                      f"{c['other_percent']:.2f} % of the run time, {c['other_ms_per_call']:.1f} ms per daily call "
                      "(features put, script, network, EKE back).", ""] if "engine" in c else []),
