@@ -247,7 +247,7 @@ raises(BadArgumentError, c.set_script, "broken", "def f(x: Tensor) -> Tensor:\n 
 raises(BadArgumentError, c.set_model, "junk", b"this is not a TorchScript archive", match="TorchScript")
 raises(BadArgumentError, c.set_model, "tf", b"x", backend="TF", match="convert the TensorFlow model to ONNX")
 raises(BadArgumentError, c.set_model, "dev", affine, device="TPU", match="CPU or GPU")
-raises(BadArgumentError, c.set_model, "mb", affine, min_batch_size=4, match="needs a batch_size")
+raises(BadArgumentError, c.set_model, "mb", affine, min_batch_size=4, match="batch_size must be non-zero")
 raises(KeyNotFoundError, c.delete_model, "no_such_model")
 raises(KeyNotFoundError, c.get_model, "no_such_model")
 raises(KeyNotFoundError, c.get_script, "no_such_script")
