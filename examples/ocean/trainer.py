@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records.append({**result.as_dict(), "day": day, "publish_seconds": publish_seconds})
         write_atomic(args.out / TRAINING_FILE, json.dumps(summary(args, trainer, days, records), indent=1).encode())
         truth.save(args.out)
-        print(f"{round_line(result, day)} (publish {publish_seconds:.1f})", flush=True)
+        print(f"{round_line(result, day)} (cpu {result.cpu_seconds:.1f}, publish {publish_seconds:.1f})", flush=True)
     print(f"trainer: done, {len(trainer.rounds)} rounds, best held-out RMSE of ln EKE "
           f"{trainer.best_rmse if trainer.best_rmse is None else round(trainer.best_rmse, 4)}", flush=True)
     return 0

@@ -21,7 +21,7 @@ then stay fixed, so a running member's preprocessing never changes under it; eve
 is trained on inputs standardized with those same statistics.
 
 The held-out RMSE of ln EKE is that of the fused TorchScript network a member would call, on at
-most :data:`HELDOUT_EVAL_MAX` held-out samples (a fixed random subset when there are more). A
+most :data:`HELDOUT_EVAL_MAX` held-out samples (a seeded random subset when there are more). A
 round whose RMSE beats every earlier round's is marked for publishing; so is the first round.
 """
 
@@ -135,7 +135,8 @@ def rmse(module: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass
 class RoundResult:
-    """One round: what it trained on, its losses, whether it is to be published, how long it took."""
+    """One round: what it trained on, its losses, whether it is to be published, how long it took (wall
+    and CPU seconds of this process: on a shared machine the wall time says more about the load)."""
 
     round: int
     snapshots: int
@@ -147,6 +148,7 @@ class RoundResult:
     heldout_samples: int
     published: bool
     seconds: float
+    cpu_seconds: float
     loss_history: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,7 +206,7 @@ class OnlineTrainer:
         Sets :attr:`best_model` (TorchScript bytes) when the round is to be published. Raises
         ValueError when there is no training sample yet.
         """
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         train = Samples.concat(self.train)
         if len(train) < 2:
             raise ValueError("no training samples yet: add snapshots first")
@@ -236,7 +238,8 @@ class OnlineTrainer:
         result = RoundResult(round=n, snapshots=self.snapshots, samples=len(train), train_loss=history[-1],
                              heldout_rmse_ln_eke=rmse_nn, heldout_rmse_quadratic_baseline=rmse_quad,
                              heldout_rmse_by_factor=by_factor, heldout_samples=len(held), published=improved,
-                             seconds=time.monotonic() - start, loss_history=history)
+                             seconds=time.monotonic() - start, cpu_seconds=time.process_time() - cpu,
+                             loss_history=history)
         self.rounds.append(result)
         return result
 
