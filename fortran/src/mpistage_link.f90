@@ -71,7 +71,23 @@ module mpistage_link
       import :: c_int
       integer(c_int), value :: usec
     end function
+    type(c_funptr) function c_signal(sig, handler) bind(c, name='signal')
+      import :: c_int, c_funptr
+      integer(c_int), value :: sig
+      type(c_funptr), value :: handler
+    end function
+    integer(c_int) function c_raise(sig) bind(c, name='raise')
+      import :: c_int
+      integer(c_int), value :: sig
+    end function
   end interface
+
+  !> SIGTERM and SIGINT arriving during session setup take effect after it (as the Python client's
+  !> bootstrap.signals_deferred): a process killed mid-setup stalls the servers' accept.
+  integer(c_int), parameter :: SIGINT_ = 2, SIGTERM_ = 15
+  integer(c_int), volatile, save :: deferred_signal = 0
+  logical, save :: deferring = .false.
+  type(c_funptr), save :: saved_term, saved_int
 
   !> Connect mode: how long the job waits for shard 0's verdict on its hello (as the Python client).
   double precision, parameter :: VERDICT_SECONDS = 60d0
@@ -228,9 +244,13 @@ contains
       allocate(character(len=alen) :: address)
       call get_environment_variable('MPISTAGE_ADDRESS', value=address)
       code = open_connect(address)
-      if (code /= SRNoError) return
+      if (code /= SRNoError) then
+        call undefer_signals()
+        return
+      end if
       call setup_session()
       call unlock_connect()
+      call undefer_signals()
     end if
     call register_goodbye()
     is_open = .true.
@@ -301,6 +321,7 @@ contains
       return
     end if
     call lock_connect(path)
+    call defer_signals()
     ! Only shard 0 accepts; after the hello the link is widened to every shard (protocol.md §1).
     call MPI_Comm_connect(port, MPI_INFO_NULL, 0, MPI_COMM_WORLD, first)
     call say_connect_hello(first, secret, verdict, reason)
@@ -360,6 +381,29 @@ contains
     root = MPI_PROC_NULL
     if (rank == 0) root = MPI_ROOT
     call MPI_Bcast(hello, 2, MPI_INTEGER4, root, comm)
+  end subroutine
+
+  subroutine on_deferred_signal(sig) bind(c)
+    integer(c_int), value :: sig
+    deferred_signal = sig
+  end subroutine
+
+  subroutine defer_signals()
+    deferred_signal = 0
+    saved_term = c_signal(SIGTERM_, c_funloc(on_deferred_signal))
+    saved_int = c_signal(SIGINT_, c_funloc(on_deferred_signal))
+    deferring = .true.
+  end subroutine
+
+  !> Put the handlers back and deliver a signal that came meanwhile.
+  subroutine undefer_signals()
+    type(c_funptr) :: previous
+    integer(c_int) :: rc
+    if (.not. deferring) return
+    deferring = .false.
+    previous = c_signal(SIGTERM_, saved_term)
+    previous = c_signal(SIGINT_, saved_int)
+    if (deferred_signal /= 0) rc = c_raise(deferred_signal)
   end subroutine
 
   !> Connect mode's hello (docs/protocol.md, "connect"): rank 0 sends {protocol version,

@@ -15,6 +15,10 @@ the strategy cannot apply (a singleton must set its Open MPI environment first).
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -86,6 +90,30 @@ def connect(address: Address, comm: Any, purpose: int = PURPOSE_CLIENT) -> Any |
     return inter
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT that arrive inside the block take effect when it ends (main thread only;
+    entered once this job holds the connect lock).
+
+    Session setup is a run of collective calls with every shard: a process killed in the middle
+    leaves the servers waiting for it until they abandon the attempt (``--setup-timeout``), and
+    the jobs queued behind it wait as long. A launcher's stop or timeout (SIGTERM, SIGKILL only
+    later) therefore lets the connect finish first (docs/launcher.md)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
 def open_address(path: str, comm: Any) -> Session:
     """Connect through the connection file at ``path`` (collective over ``comm``, default
     ``MPI_COMM_WORLD``). When the servers are not what the file says, the session is still
@@ -93,7 +121,7 @@ def open_address(path: str, comm: Any) -> Session:
     address = read_address(path)
     prepare_singleton(address)
     comm = comm if comm is not None else mpi().COMM_WORLD
-    with connect_lock(path, comm):
+    with connect_lock(path, comm), signals_deferred():  # waiting for the lock stays interruptible
         link = setup_client_side(connect(address, comm), LinkKind.CONNECT)
     found = link.inter.Get_remote_size()
     if found != address.shards:
