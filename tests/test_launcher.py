@@ -158,8 +158,6 @@ def check_sweep(report: dict, fortran: bool) -> None:
 
 @mpi_only
 @pytest.mark.timeout(170)
-@pytest.mark.xfail(strict=False, reason="known intermittent defect: a member connecting just after another one "
-                   "died while connected can hang in MPI_Comm_connect (docs/launcher.md; the hardening issue)")
 def test_spawn_sweep(tmp_path: Path, fortran_member: str | None) -> None:
     report = sweep("spawn", tmp_path, fortran_member)
     assert report["launcher"] == "spawn"
@@ -168,8 +166,6 @@ def test_spawn_sweep(tmp_path: Path, fortran_member: str | None) -> None:
 
 @mpi_only
 @pytest.mark.timeout(170)
-@pytest.mark.xfail(strict=False, reason="known intermittent defect: a member connecting just after another one "
-                   "died while connected can hang in MPI_Comm_connect (docs/launcher.md; the hardening issue)")
 def test_mpiexec_fallback_sweep(tmp_path: Path, fortran_member: str | None) -> None:
     report = sweep("mpiexec", tmp_path, fortran_member)
     assert report["launcher"] == "mpiexec"
