@@ -277,18 +277,21 @@ SMALL_ITERATIONS, SMALL_RESNET_ITERATIONS, SMALL_STRONG_TOTAL = 4, 2, 8
 
 
 def small_plan(args: argparse.Namespace) -> list[Config]:
-    """``--small`` (9 configurations, every axis touched once) or ``--medium`` (14: also 4 clients,
-    strong scaling on 2 shards and 4 clients on the virtual hosts); sized for 2 oversubscribed cores."""
-    n, medium = SMALL_ITERATIONS, args.medium
+    """``--small`` (8 configurations, every axis but the virtual hosts touched once; ``--hosts 3``
+    adds them) or ``--medium`` (14: also 4 clients, strong scaling on 2 shards, 2 and 4 clients on
+    3 virtual hosts, 2 ResNet-50 clients); sized for 2 oversubscribed cores."""
+    medium = args.medium
+    n = SMALL_ITERATIONS if medium else SMALL_ITERATIONS - 1
     pairs = ((1, 1), (1, 2), (1, 4), (2, 2), (2, 4)) if medium else ((1, 1), (1, 2), (2, 2))
     eke = [Config("mpmd", 1, s, c, "weak", "eke", "python", n) for s, c in pairs]
     strong = ((1, 4), (2, 4)) if medium else ((1, 2),)
-    eke += [Config("mpmd", 1, s, c, "strong", "eke", "python", SMALL_STRONG_TOTAL if medium else n)
+    eke += [Config("mpmd", 1, s, c, "strong", "eke", "python", SMALL_STRONG_TOTAL if medium else 2 * n)
             for s, c in strong]
     eke += [Config(m, 1, 1, 2, "weak", "eke", "python", n) for m in ("connect", "launcher")]
     eke += [Config("mpmd", 1, 1, 2, "weak", "eke", "fortran", n)]
-    if not args.no_hosts:
-        eke += [Config("mpmd", 3, 1, c, "weak", "eke", "python", n) for c in ((2, 4) if medium else (2,))]
+    hosts = 3 if medium and not args.no_hosts else args.hosts if args.hosts > 1 else 0
+    if hosts:
+        eke += [Config("mpmd", hosts, 1, c, "weak", "eke", "python", n) for c in ((2, 4) if medium else (2,))]
     resnet = [Config("mpmd", 1, 1, c, "weak", "resnet", "python", SMALL_RESNET_ITERATIONS)
               for c in ((1, 2) if medium else (1,))]
     return eke + resnet
@@ -333,6 +336,7 @@ def sweep(configs: Sequence[Config], out: Path, args: argparse.Namespace) -> lis
     """Run ``configs``, writing records and summaries as it goes; the summaries."""
     out.mkdir(parents=True, exist_ok=True)
     run_info = {"machine_start": machine(), "batch_size": args.batch_size, "server_args": args.server_args,
+                "env": args.env,
                 "command": sys.argv, "configs": [asdict(c) for c in configs]}
     summaries: list[dict] = []
     write_records(out / "records.csv", [], append=False)
@@ -377,7 +381,8 @@ def sweep(configs: Sequence[Config], out: Path, args: argparse.Namespace) -> lis
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", action="store_true", help="the small sweep (9 configurations + producers)")
+    p.add_argument("--small", action="store_true", help="the small sweep (8 configurations + producers; "
+                   "--hosts 3 adds the virtual hosts)")
     p.add_argument("--medium", action="store_true", help="the small sweep's 14-configuration version")
     p.add_argument("--out", type=Path, help="result directory (default scaling/results/<date>)")
     p.add_argument("--workloads", nargs="+", choices=["resnet", "eke"], default=["resnet"])
@@ -395,19 +400,26 @@ def main() -> None:
     p.add_argument("--hosts", type=int, default=1, help="virtual hosts for the multi-host configurations (>= 3)")
     p.add_argument("--host-shards", nargs="+", type=int, default=[1])
     p.add_argument("--host-clients", nargs="+", type=int, default=[2, 4])
-    p.add_argument("--no-hosts", action="store_true", help="--small without the virtual hosts")
+    p.add_argument("--no-hosts", action="store_true", help="--medium without the virtual hosts")
     p.add_argument("--launcher", choices=["mpiexec", "spawn"], default="mpiexec", help="for --modes launcher")
     p.add_argument("--timeout", type=float, default=300, help="seconds per configuration")
     p.add_argument("--server-args", default="", help="options for every mpistage-server, quoted (e.g. '--threads 1')")
     p.add_argument("--no-report", action="store_true", help="records only: no plots, no model")
     p.add_argument("--producers", type=int, help="also the producers/trainer run with this many producers "
                    "(default: 2 with --small, 4 with --medium, else none)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set in every job's environment, e.g. OMPI_MCA_btl=tcp,self (repeatable)")
     p.add_argument("--launcher-job", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if args.launcher_job:
         launcher_job(args.launcher_job)
         return
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--env wants KEY=VALUE, not {item!r}")
+        os.environ[key] = value  # every job inherits it (the virtual hosts' transport settings win there)
     if args.hosts == 2:
         p.error("--hosts: 1, or 3 and more (servers on one, clients on the others)")
     configs = small_plan(args) if args.small or args.medium else plan(args)
