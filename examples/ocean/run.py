@@ -77,7 +77,7 @@ class Plan:
 DEMO = Plan(fine_days=365, snapshot_interval=5, min_snapshots=25, members_f4=4, members_f8=2,
             member_days=120, member_output_interval=5)
 FULL = Plan(fine_days=1825, snapshot_interval=5, min_snapshots=73, members_f4=4, members_f8=2,
-            member_days=730, member_output_interval=5, fine_ranks=2, member_timeout=7200.0)
+            member_days=730, member_output_interval=5, member_timeout=7200.0)
 
 
 def log(msg: str) -> None:
