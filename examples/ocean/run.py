@@ -154,13 +154,13 @@ def model_day(diag: Path) -> int | None:
 
 
 def failed(exp, entities, what: str) -> None:  # noqa: ANN001  (Experiment and its entities)
-    """Raise RuntimeError naming the entities that did not complete, with the end of their stderr."""
+    """Stop (SystemExit) naming the entities that did not complete, with the end of their stderr."""
     from mpistage import Status
 
     bad = [m for e in entities for m, s in zip(e.models, exp.get_status(e), strict=True) if s is not Status.COMPLETED]
     if bad:
         tails = "\n".join(f"--- {m.name} ({m.path}):\n{last_line(m.path / f'{m.name}.err')}" for m in bad)
-        raise RuntimeError(f"{what}: {', '.join(m.name for m in bad)} did not complete\n{tails}")
+        raise SystemExit(f"{what}: {', '.join(m.name for m in bad)} did not complete (see their .out/.err)\n{tails}")
 
 
 def warm_engine(address: str) -> float:
