@@ -119,3 +119,20 @@ def test_shipped_restart_is_a_spun_up_fine_state(tmp_path: Path) -> None:
     ke = 0.5 * (uc**2 + vc**2).mean()
     assert 0.01 < ke < 0.05, f"KE {ke}: not the eddying state of year 5"
 
+
+
+def test_members_start_from_different_fine_states() -> None:
+    from ocean import run as driver
+
+    interval, starts = driver.start_days(driver.DEMO)
+    assert interval == 91 and starts == {4: [91, 182, 273, 364], 8: [182, 364]}
+    assert all(d % interval == 0 and 0 < d <= driver.DEMO.fine_days for d in starts[4] + starts[8])
+    with pytest.raises(ValueError, match="at least one member"):
+        driver.Plan(10, 5, 2, 0, 0, 10, 5).check()
+
+
+def test_report_refuses_a_directory_without_a_run(tmp_path: Path) -> None:
+    from ocean import report
+
+    with pytest.raises(SystemExit, match="no ensemble.json"):
+        report.main([str(tmp_path)])
