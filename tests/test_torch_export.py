@@ -31,3 +31,29 @@ def test_torch_export_programs_on_a_server() -> None:
     for what in ("sends a torch.export program", "one request per run", "in order, arity checked",
                  "== preprocess_reference", "AOTInductor refused", "INFO: formats loaded"):
         assert what in out, (what, out)
+
+
+def test_aoti_packages_need_the_opt_in() -> None:
+    """An AOTInductor package (the layout: a .pt2 archive with data/aotinductor/) is refused by
+    default; with --allow-aoti it reaches torch's AOTInductor loader, which here fails cleanly on a library that
+    is not one (a real compiled package is not built in the tests: it takes minutes on 2 cores)."""
+    import zipfile
+
+    import pytest
+
+    from mpistage.errors import BadArgumentError
+    from mpistage.server.engine.runtime import RuntimeOptions
+    from mpistage.server.engine.torch_runtime import AOTI, TorchRuntime
+
+    program, package = io.BytesIO(), io.BytesIO()
+    torch.export.save(torch.export.export(Twice(), (torch.ones(3, 2),)), program)
+    with zipfile.ZipFile(io.BytesIO(program.getvalue())) as src, zipfile.ZipFile(package, "w") as dst:
+        for item in src.namelist():
+            dst.writestr(item, src.read(item))
+        dst.writestr("archive/data/aotinductor/model/model.wrapper.so", b"\x7fELF not a library")
+    data = package.getvalue()
+    assert archive_kind(data) == AOTI
+    with pytest.raises(BadArgumentError, match="refused .start the server with --allow-aoti"):
+        TorchRuntime(RuntimeOptions()).load_model("m", data, "CPU", 0)
+    with pytest.raises(BadArgumentError, match="AOTInductor package that does not load"):
+        TorchRuntime(RuntimeOptions(allow_aoti=True)).load_model("m", data, "CPU", 0)
