@@ -21,6 +21,7 @@ namespace are killed first.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ MCA = {
 }
 
 
+@functools.cache
 def unavailable() -> str | None:
     """Why virtual hosts cannot be made here (not root, no ``ip``, no namespaces), or None."""
     if os.geteuid() != 0:
