@@ -8,6 +8,7 @@ a field list or a tensor descriptor: the client, the server and the tests all us
 from __future__ import annotations
 
 import functools
+import os
 import struct
 from enum import IntEnum
 from typing import NamedTuple
@@ -23,12 +24,15 @@ PROTOCOL_VERSION = 1
 REQUEST_MAGIC = b"MPSQ"
 REPLY_MAGIC = b"MPSR"
 
-#: MPI tags. Requests travel on ``TAG_REQUEST``; a request's payload follows on ``TAG_PAYLOAD``.
-#: A reply (and its payload) travels on the request's ``seq``, which lies in ``[SEQ_MIN, SEQ_MAX]``.
+#: MPI tags. Requests travel on ``TAG_REQUEST``; a request's point-to-point payload parts follow
+#: on ``TAG_PAYLOAD + seq`` (:func:`payload_tag`), so a payload is matched to the request it was
+#: announced with, never by arrival order. A reply (and its payload) travels on the request's
+#: ``seq``, which lies in ``[SEQ_MIN, SEQ_MAX]``. Every tag stays within 32767, the smallest
+#: ``MPI_TAG_UB`` the MPI standard allows.
 TAG_REQUEST = 1
-TAG_PAYLOAD = 2
+TAG_PAYLOAD = 16384
 SEQ_MIN = 16
-SEQ_MAX = 32767
+SEQ_MAX = 16383
 
 #: Tags and values of session setup (docs/protocol.md, "Session setup"): the MPMD world split's
 #: intercommunicator, widening a connected link to every shard, shard 0 telling the other shards
@@ -57,12 +61,44 @@ INLINE_MAX_BYTES = 3072  # with the header and fields, under Open MPI's 4 KiB sh
 MAX_KEY_BYTES = 1024
 MAX_FIELDS = 4096
 MAX_HEADER_BYTES = 1 << 20
+#: Limits on what a descriptor may describe: dimensions, and bytes of one tensor (a shape whose
+#: product overflows, or is beyond any memory, is refused before anything is allocated).
+MAX_DIMS = 64
+MAX_TENSOR_BYTES = 1 << 48
+#: Largest payload a request may announce (all parts together).
+MAX_PAYLOAD_BYTES = 1 << 48
+#: MPI's count is a C int: a payload part larger than this travels as several messages of at most
+#: this many bytes each, in order, on the part's tag (the receiver advances by each one's size).
+MAX_MESSAGE_BYTES = (1 << 31) - 1
+KNOWN_FLAGS = FLAG_RMA | FLAG_INLINE
 
 HEADER = struct.Struct("<4sHHIIIIQ")
 HEADER_SIZE = HEADER.size  # 32 bytes
 FIELD_LEN = struct.Struct("<I")
 DESC_HEAD = struct.Struct("<BBH")
 DIM = struct.Struct("<Q")
+
+
+def payload_tag(seq: int) -> int:
+    """The tag a request's point-to-point payload parts travel on (client or shard to shard)."""
+    return TAG_PAYLOAD + seq
+
+
+def is_payload_tag(tag: int) -> bool:
+    """True for the tags :func:`payload_tag` gives."""
+    return TAG_PAYLOAD + SEQ_MIN <= tag <= TAG_PAYLOAD + SEQ_MAX
+
+
+def message_limit() -> int:
+    """The largest message a sender here makes of a payload part: ``MAX_MESSAGE_BYTES``, or less
+    with ``MPISTAGE_MESSAGE_BYTES`` set (a testing knob: receivers take any split)."""
+    text = os.environ.get("MPISTAGE_MESSAGE_BYTES", "")
+    return min(MAX_MESSAGE_BYTES, max(1, int(text))) if text.strip() else MAX_MESSAGE_BYTES
+
+
+def chunks(nbytes: int, limit: int = MAX_MESSAGE_BYTES) -> list[tuple[int, int]]:
+    """``(offset, size)`` of the messages a part of ``nbytes`` travels as (none for 0 bytes)."""
+    return [(off, min(limit, nbytes - off)) for off in range(0, nbytes, limit)]
 
 
 class Op(IntEnum):
@@ -89,6 +125,10 @@ class Op(IntEnum):
     SET_SCRIPT = 54
     GET_SCRIPT = 55
     RUN_SCRIPT = 57
+
+
+#: The operations whose requests carry a payload; any other announcing one is malformed.
+PAYLOAD_OPS = frozenset({Op.PUT_TENSOR, Op.PUT_DATASET, Op.SET_MODEL, Op.SET_SCRIPT})
 
 
 class Kind(IntEnum):
@@ -158,13 +198,15 @@ def unpack_message(buf: memoryview | bytes, magic: bytes) -> tuple[Header, list[
     mv = memoryview(buf).cast("B")
     if len(mv) < HEADER_SIZE:
         raise WireError(f"message of {len(mv)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    got_magic, version, code, seq, flags, nfields, _, payload = HEADER.unpack_from(mv)
+    got_magic, version, code, seq, flags, nfields, reserved, payload = HEADER.unpack_from(mv)
     if got_magic != magic:
         raise WireError(f"bad magic {bytes(got_magic)!r}, expected {magic!r}")
-    if nfields == 0 and len(mv) == HEADER_SIZE and version == PROTOCOL_VERSION:
+    if nfields == 0 and len(mv) == HEADER_SIZE and version == PROTOCOL_VERSION and not reserved:
         return Header(code, seq, 0, payload, flags), []
     if version != PROTOCOL_VERSION:
         raise WireError(f"protocol version {version} not supported (this is {PROTOCOL_VERSION})")
+    if reserved:
+        raise WireError(f"reserved header bytes 20..23 must be 0, not {reserved}")
     if nfields > MAX_FIELDS:
         raise WireError(f"{nfields} fields is more than the limit {MAX_FIELDS}")
     fields: list[memoryview] = []
@@ -181,6 +223,23 @@ def unpack_message(buf: memoryview | bytes, magic: bytes) -> tuple[Header, list[
     if pos != len(mv):
         raise WireError(f"{len(mv) - pos} trailing bytes after the last field")
     return Header(code, seq, nfields, payload, flags), fields
+
+
+def check_request_header(header: Header) -> None:
+    """Range-check a request header's seq, flags and payload size (docs/protocol.md, "Header");
+    raises :class:`WireError`. The seq is checked first: only a request that passes it can be
+    answered."""
+    if not SEQ_MIN <= header.seq <= SEQ_MAX:
+        raise WireError(f"seq {header.seq} is outside {SEQ_MIN}..{SEQ_MAX}")
+    if header.flags & ~KNOWN_FLAGS:
+        raise WireError(f"unknown header flags {header.flags:#x}")
+    nbytes = header.payload_nbytes
+    if nbytes > MAX_PAYLOAD_BYTES:
+        raise WireError(f"a payload of {nbytes} bytes is more than the limit {MAX_PAYLOAD_BYTES}")
+    if nbytes and header.flags == KNOWN_FLAGS:
+        raise WireError("a request's payload travels inline or one-sided, not both")
+    if nbytes and header.flags & FLAG_INLINE and nbytes > INLINE_MAX_BYTES:
+        raise WireError(f"an inline payload of {nbytes} bytes is more than {INLINE_MAX_BYTES}")
 
 
 # ---------------------------------------------------------------- tensor descriptors
@@ -226,10 +285,18 @@ class TensorDesc(NamedTuple):
             raise WireError(f"unknown dtype code {code}")
         if order not in (ORDER_C, ORDER_F):
             raise WireError(f"unknown memory order {order}")
+        if ndim > MAX_DIMS:
+            raise WireError(f"a tensor of {ndim} dimensions is more than the limit {MAX_DIMS}")
         if len(mv) != DESC_HEAD.size + 8 * ndim:
             raise WireError(f"tensor descriptor of {len(mv)} bytes does not hold {ndim} dims")
         shape = tuple(DIM.unpack_from(mv, DESC_HEAD.size + 8 * i)[0] for i in range(ndim))
-        return cls(CODE_DTYPES[code], shape, order)
+        dtype = CODE_DTYPES[code]
+        nbytes = dtype.itemsize
+        for d in shape:  # Python integers: no overflow; any dimension 0 makes an empty tensor
+            nbytes *= d
+        if nbytes > MAX_TENSOR_BYTES or (not nbytes and max(shape, default=0) > MAX_TENSOR_BYTES):
+            raise WireError(f"shape {shape} of {dtype} is more than the limit of {MAX_TENSOR_BYTES} bytes")
+        return cls(dtype, shape, order)
 
     def view(self, raw: np.ndarray | memoryview | bytes | bytearray) -> np.ndarray:
         """The numpy array these bytes are, without a copy."""

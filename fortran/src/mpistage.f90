@@ -369,7 +369,7 @@ contains
     call msg_add(m, desc_pack(d))
     s = shard(key)
     seq = link_start(s, OP_PUT_TENSOR, m, nbytes)
-    call link_send_ptr(s, ptr, nbytes)
+    call link_send_ptr(s, seq, ptr, nbytes)
     code = link_finish(s, seq, r)
   end function
 
@@ -605,7 +605,7 @@ contains
     if (allocated(ds%tensors)) then
       do i = 1, size(ds%tensors)
         if (size(ds%tensors(i)%data) > 0) &
-             call link_send_ptr(s, c_loc(ds%tensors(i)%data), size(ds%tensors(i)%data, kind=int64))
+             call link_send_ptr(s, seq, c_loc(ds%tensors(i)%data), size(ds%tensors(i)%data, kind=int64))
       end do
     end if
     code = link_finish(s, seq, r)
@@ -836,7 +836,7 @@ contains
     do s = 0, link_nshards() - 1
       mm = m
       seqs(s) = link_start(s, op, mm, n)
-      if (n > 0) call link_send_ptr(s, c_loc(bytes), n)
+      if (n > 0) call link_send_ptr(s, seqs(s), c_loc(bytes), n)
     end do
     code = SRNoError
     nfailed = 0

@@ -525,15 +525,16 @@ contains
     call MPI_Send(m%b, int(m%n), MPI_BYTE, shard, TAG_REQUEST, inter)
   end function
 
-  !> Send one payload part of `nbytes` bytes at `ptr`.
-  subroutine link_send_ptr(shard, ptr, nbytes)
-    integer, intent(in) :: shard
+  !> Send one payload part of `nbytes` bytes at `ptr` for the request `seq` (on its payload tag,
+  !> TAG_PAYLOAD + seq).
+  subroutine link_send_ptr(shard, seq, ptr, nbytes)
+    integer, intent(in) :: shard, seq
     type(c_ptr), intent(in) :: ptr
     integer(int64), intent(in) :: nbytes
     integer(int8), pointer :: p(:)
     if (nbytes <= 0) return
     call c_f_pointer(ptr, p, [nbytes])
-    call MPI_Send(p, int(nbytes), MPI_BYTE, shard, TAG_PAYLOAD, inter)
+    call MPI_Send(p, int(nbytes), MPI_BYTE, shard, TAG_PAYLOAD + seq, inter)
   end subroutine
 
   !> Receive the reply to `seq`; a non-OK status sets the last error and returns its code.

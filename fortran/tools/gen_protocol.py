@@ -23,7 +23,7 @@ SCALARS: list[tuple[str, int, str]] = [
     ("PROTOCOL_VERSION", protocol.PROTOCOL_VERSION, "header bytes 4..5"),
     ("HEADER_BYTES", protocol.HEADER_SIZE, "request and reply header"),
     ("TAG_REQUEST", protocol.TAG_REQUEST, "client -> shard: header + fields"),
-    ("TAG_PAYLOAD", protocol.TAG_PAYLOAD, "client -> shard: payload parts"),
+    ("TAG_PAYLOAD", protocol.TAG_PAYLOAD, "client -> shard: payload parts, on TAG_PAYLOAD + seq"),
     ("SEQ_MIN", protocol.SEQ_MIN, "replies travel on the request's seq, in [SEQ_MIN, SEQ_MAX]"),
     ("SEQ_MAX", protocol.SEQ_MAX, ""),
     ("FLAG_RMA", protocol.FLAG_RMA, "header flag: the payload lies in the one-sided window"),

@@ -20,20 +20,25 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from ..errors import MpistageError, ProtocolError, ServerUnreachableError, error_for_status
+from ..errors import BadArgumentError, MpistageError, ProtocolError, ServerUnreachableError, error_for_status
 from ..mpienv import mpi
 from ..protocol import (
     FLAG_INLINE,
     FLAG_RMA,
+    MAX_FIELDS,
+    MAX_HEADER_BYTES,
+    MAX_MESSAGE_BYTES,
     REPLY_MAGIC,
     REQUEST_MAGIC,
     SEQ_MAX,
     SEQ_MIN,
-    TAG_PAYLOAD,
     TAG_REQUEST,
     Header,
     Op,
+    chunks,
+    message_limit,
     pack_message,
+    payload_tag,
     unpack_message,
 )
 from .framing import PayloadPath, payload_path
@@ -75,6 +80,7 @@ class ServerConnection:
         self._next_seq = SEQ_MIN
         self._in_flight: set[int] = set()
         self._received = 0  # payload bytes of the reply being read, received so far
+        self._chunk = message_limit()
 
     # ------------------------------------------------------------ requests
     def request(self, shard: int, op: Op, fields: list[bytes], payload: Sequence[np.ndarray] = (),
@@ -168,14 +174,26 @@ class ServerConnection:
             self._window_put(shard, payload)
         elif one_part_reply and not nparts:  # the server may answer inline, or one-sided
             flags = FLAG_INLINE | (FLAG_RMA if self.slot_bytes else 0)
+        if len(fields) > MAX_FIELDS:
+            raise BadArgumentError(f"a request of {len(fields)} fields is more than the limit {MAX_FIELDS}")
         seq = self._take_seq()
         inter = self.link.inter
         try:
-            inter.Send(pack_message(REQUEST_MAGIC, op, seq, fields, nbytes, flags), shard, TAG_REQUEST)
+            message = pack_message(REQUEST_MAGIC, op, seq, fields, nbytes, flags)
+            if len(message) > MAX_HEADER_BYTES:
+                raise BadArgumentError(f"a request of {len(message)} bytes (header and fields) is more than "
+                                       f"the limit {MAX_HEADER_BYTES}")
+            inter.Send(message, shard, TAG_REQUEST)
             if path is PayloadPath.POINT_TO_POINT:
+                tag, limit = payload_tag(seq), self._chunk
                 for part in payload:
-                    if part.nbytes:
-                        inter.Send(part, shard, TAG_PAYLOAD)
+                    if part.nbytes <= limit:
+                        if part.nbytes:
+                            inter.Send(part, shard, tag)
+                        continue
+                    flat = part.reshape(-1).view(np.uint8)
+                    for off, size in chunks(flat.nbytes, limit):
+                        inter.Send(flat[off:off + size], shard, tag)
         except BaseException:
             self._in_flight.discard(seq)
             raise
@@ -226,10 +244,17 @@ class ServerConnection:
         if header.flags & FLAG_RMA:
             self._window_get(pending.shard, parts)
             return
-        inter = self.link.inter
-        for t in parts:
-            inter.Recv(t, pending.shard, pending.seq)
-            self._received += t.nbytes
+        inter, status, byte = self.link.inter, self._status, self._byte
+        for t in parts:  # a part may arrive as several messages (over MPI's count limit)
+            off, n = 0, t.nbytes
+            while off < n:
+                inter.Recv(t[off:off + MAX_MESSAGE_BYTES] if off or n > MAX_MESSAGE_BYTES else t,
+                           pending.shard, pending.seq, status)
+                got = status.Get_count(byte)
+                if not got:
+                    raise ProtocolError("an empty message in a reply payload")
+                off += got
+                self._received += got
 
     def _drain(self, pending: PendingReply, header: Header) -> None:
         """Receive and drop what is left of a point-to-point reply payload, so that nothing stays

@@ -27,7 +27,7 @@ from .loop import ProgressLoop
 from .memory import keep_freed_memory
 from .peer import PeerClient
 from .store import ShardStore
-from .store.snapshot import restore_snapshot
+from .store.snapshot import remove_stale_temporaries, restore_snapshot
 
 PEER_TIMEOUT_SECONDS = 60.0  # how long a shard waits for another shard to answer a transfer
 
@@ -80,10 +80,14 @@ class ShardServer:
         self.comm = self.split.local
         self.shard, self.nshards = self.comm.Get_rank(), self.comm.Get_size()
         self.store = ShardStore(max_bytes=args.max_memory)
+        if args.snapshot:
+            remove_stale_temporaries(args.snapshot, self.shard, self.nshards)
         if args.restore:
             restore_snapshot(self.store, args.restore, self.shard, self.nshards)
-        handlers = StoreHandlers(self.store).table()
-        self.loop = ProgressLoop(self.shard, handlers, args.payload_timeout, alloc=self.store.alloc)
+        store_handlers = StoreHandlers(self.store)
+        handlers = store_handlers.table()
+        self.loop = ProgressLoop(self.shard, handlers, args.payload_timeout, alloc=self.store.alloc,
+                                 admit=store_handlers.admit)
         SETUP_SECONDS["value"] = args.setup_timeout
         self.loop.on_drop = lambda link, _why: link.abandon()  # its job is gone: no collective release
         # Engine traffic between shards: the same requests, on a communicator of the servers.
@@ -123,15 +127,17 @@ class ShardServer:
             self.open_port(address)
         else:
             self.loop.stop_after_last_job = True
+        stopped = False
         try:
             self.loop.run()
+            stopped = True
         finally:
             self.control.final_snapshot()
             self.engine.close()
             self.loop.shutdown_links(address)
             if self.shard == 0 and self.port is not None:
                 self.MPI.Close_port(self.port)
-                if address is not None:
+                if address is not None and stopped:  # only a real shutdown removes the connection file
                     Path(address).unlink(missing_ok=True)
 
 

@@ -115,6 +115,34 @@ class StoreHandlers:
             Op.LIST_RANGE: self.list_range,
         }
 
+    def admit(self, req: Request) -> list[int]:
+        """The sizes of the payload parts a request may carry, from its fields, before anything is
+        received; raises (StoreFullError, a malformed field...) to refuse it. Puts are checked
+        against the memory cap on their announced size."""
+        code = req.header.code
+        if code == Op.PUT_TENSOR:
+            key_f, desc_f = expect_fields(req, 2)
+            key, desc = decode_key(key_f), TensorDesc.unpack(desc_f)
+            self.store.admit_put(Kind.TENSOR, key, desc.nbytes)
+            return [desc.nbytes]
+        if code == Op.PUT_DATASET:
+            name, _, members = self._dataset_fields(req)
+            sizes = [desc.nbytes for _, desc in members]
+            self.store.admit_put(Kind.DATASET, name, sum(sizes) + sum(len(n) for n, _ in members))
+            return sizes
+        return [req.header.payload_nbytes]
+
+    @staticmethod
+    def _dataset_fields(req: Request) -> tuple[str, bytes, list[tuple[str, TensorDesc]]]:
+        if len(req.fields) < 2 or len(req.fields) % 2:
+            raise ProtocolError("PUT_DATASET takes a name, metadata, then (tensor name, descriptor) pairs")
+        name = decode_key(req.fields[0])
+        metadata = bytes(req.fields[1])
+        unpack_metadata(metadata)  # validate now, so a bad dataset is never stored
+        members = [(decode_key(n), TensorDesc.unpack(d)) for n, d in zip(req.fields[2::2], req.fields[3::2],
+                                                                           strict=True)]
+        return name, metadata, members
+
     def put_tensor(self, req: Request) -> Reply:
         key_f, desc_f = expect_fields(req, 2)
         key, desc = decode_key(key_f), TensorDesc.unpack(desc_f)
@@ -148,16 +176,13 @@ class StoreHandlers:
         return Reply(fields=[bytes([self.store.exists(decode_kind(kind_f), decode_key(key_f))])])
 
     def put_dataset(self, req: Request) -> Reply:
-        if len(req.fields) < 2 or len(req.fields) % 2:
-            raise ProtocolError("PUT_DATASET takes a name, metadata, then (tensor name, descriptor) pairs")
-        name = decode_key(req.fields[0])
-        metadata = bytes(req.fields[1])
-        unpack_metadata(metadata)  # validate now, so a bad dataset is never stored
+        name, metadata, members = self._dataset_fields(req)
         tensors: dict[str, StoredTensor] = {}
         used = 0
-        for name_f, desc_f in zip(req.fields[2::2], req.fields[3::2], strict=True):
-            tname = decode_key(name_f)
-            tensors[tname], used = tensor_from_parts(TensorDesc.unpack(desc_f), req.payload, used)
+        for tname, desc in members:
+            if tname in tensors:
+                raise BadArgumentError(f"dataset {name!r} names tensor {tname!r} twice")
+            tensors[tname], used = tensor_from_parts(desc, req.payload, used)
         check_all_parts_used(req.payload, used)
         self.store.put_dataset(name, StoredDataset(tensors, metadata))
         return Reply()

@@ -24,12 +24,14 @@ from ..protocol import (
     REQUEST_MAGIC,
     SEQ_MAX,
     SEQ_MIN,
-    TAG_PAYLOAD,
     TAG_REQUEST,
     Op,
     Status,
     TensorDesc,
+    chunks,
+    message_limit,
     pack_message,
+    payload_tag,
     unpack_message,
 )
 from .store import StoredTensor
@@ -46,6 +48,7 @@ class PeerClient:
         self.lock = threading.Lock()
         self._seqs = itertools.cycle(range(SEQ_MIN, SEQ_MAX + 1))
         self._status = self.MPI.Status()
+        self._chunk = message_limit()
 
     def request(self, shard: int, op: Op, fields: list[bytes], payload: Sequence[np.ndarray] = (),
                 one_part_reply: bool = False) -> tuple[list[memoryview], list[np.ndarray]]:
@@ -61,8 +64,9 @@ class PeerClient:
             head = pack_message(REQUEST_MAGIC, op, seq, fields, nbytes, flags)
             self.comm.Send(np.frombuffer(head, np.uint8), shard, TAG_REQUEST)
             for part in payload:
-                if part.nbytes:
-                    self.comm.Send(part, shard, TAG_PAYLOAD)
+                flat = part.reshape(-1).view(np.uint8)
+                for off, size in chunks(flat.nbytes, self._chunk):
+                    self.comm.Send(flat[off:off + size], shard, payload_tag(seq))
             header, rfields = unpack_message(self._receive(shard, seq), REPLY_MAGIC)
             if header.code != Status.OK:
                 text = bytes(rfields[0]).decode(errors="replace") if rfields else "no message"
@@ -92,7 +96,7 @@ class PeerClient:
     def get_tensor(self, shard: int, key: str) -> StoredTensor:
         fields, parts = self.request(shard, Op.GET_TENSOR, [key.encode()], one_part_reply=True)
         desc = TensorDesc.unpack(fields[0])
-        data = parts[0] if parts else np.empty(0, np.uint8)
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, np.uint8)
         if data.nbytes != desc.nbytes:
             raise ProtocolError(f"shard {shard} sent {data.nbytes} bytes for {key!r}, expected {desc.nbytes}")
         return StoredTensor(desc, data)

@@ -10,12 +10,12 @@ from mpistage.protocol import (
     HEADER,
     REPLY_MAGIC,
     REQUEST_MAGIC,
-    TAG_PAYLOAD,
     TAG_REQUEST,
     Op,
     Status,
     TensorDesc,
     pack_message,
+    payload_tag,
     unpack_message,
 )
 
@@ -29,7 +29,7 @@ def raw(message: bytes, seq: int, payload: list[bytes] = ()) -> tuple[int, str]:
     """Send raw bytes as a request to shard 0; return the reply's status and message."""
     inter.Send(np.frombuffer(message, np.uint8), 0, TAG_REQUEST)
     for part in payload:
-        inter.Send(np.frombuffer(part, np.uint8), 0, TAG_PAYLOAD)
+        inter.Send(np.frombuffer(part, np.uint8), 0, payload_tag(seq))
     status = MPI.Status()
     msg = inter.Mprobe(0, seq, status)
     buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)

@@ -17,19 +17,19 @@ from mpistage._mpi.process import get_connection
 from mpistage.protocol import (
     REPLY_MAGIC,
     REQUEST_MAGIC,
-    TAG_PAYLOAD,
     TAG_REQUEST,
     Op,
     Status,
     describe,
     pack_message,
+    payload_tag,
     unpack_message,
 )
 
 STALL_SECONDS = 5.0
 ROUND_TRIPS = 3000
 P99_LIMIT = 1e-3
-SEQ = 32000  # far from the seqs this rank's client uses
+SEQ = 16000  # far from the seqs this rank's client uses
 
 c = Client()
 comm = app_comm()
@@ -45,7 +45,7 @@ if rank == 0:
     inter.Send(np.frombuffer(head, np.uint8), 0, TAG_REQUEST)
     comm.Barrier()  # the header is out: rank 1 measures now
     time.sleep(STALL_SECONDS)
-    inter.Send(big, 0, TAG_PAYLOAD)
+    inter.Send(big, 0, payload_tag(SEQ))
     status = MPI.Status()
     msg = inter.Mprobe(0, SEQ, status)
     buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)

@@ -28,16 +28,33 @@ def snapshot_file(directory: str | os.PathLike[str], shard: int, nshards: int) -
     return Path(directory) / f"shard-{shard}-of-{nshards}.h5"
 
 
+HDF5_MAX_RANK = 32  # HDF5's limit; tensors of more dimensions are written flat with a "shape" attribute
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], shard: int, nshards: int) -> list[Path]:
+    """Remove what a snapshot of this shard killed mid-write left behind (its temporary file);
+    returns the paths removed. Called when a server starts."""
+    stale = sorted(Path(directory).glob(f".{snapshot_file(directory, shard, nshards).name}.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _write_tensor(group: h5py.Group, name: str, key: str, tensor: StoredTensor) -> None:
-    arr = tensor.array()
-    dset = group.create_dataset(name, data=np.ascontiguousarray(arr), shape=arr.shape)
+    arr = np.require(tensor.array(), requirements="C")  # keeps 0 dimensions (ascontiguousarray would not)
+    if arr.ndim > HDF5_MAX_RANK:
+        dset = group.create_dataset(name, data=arr.reshape(-1))
+        dset.attrs["shape"] = np.array(arr.shape, np.uint64)
+    else:
+        dset = group.create_dataset(name, data=arr, shape=arr.shape)
     dset.attrs["key"] = key
     dset.attrs["order"] = "F" if tensor.desc.order == ORDER_F else "C"
 
 
 def _read_tensor(dset: h5py.Dataset, store: ShardStore) -> StoredTensor:
+    shape = tuple(int(d) for d in dset.attrs["shape"]) if "shape" in dset.attrs else dset.shape
     arr = dset[()] if dset.shape != () else np.asarray(dset[()])
-    arr = np.asarray(arr, dtype=dset.dtype).reshape(dset.shape)
+    arr = np.asarray(arr, dtype=dset.dtype).reshape(shape)
     if dset.attrs["order"] == "F":
         arr = np.asfortranarray(arr)
     desc = TensorDesc(arr.dtype, arr.shape, ORDER_F if dset.attrs["order"] == "F" else 0)

@@ -15,8 +15,19 @@ from typing import Any
 import numpy as np
 
 from ...errors import BadArgumentError, KeyNotFoundError, StoreFullError
-from ...protocol import Kind, TensorDesc
+from ...protocol import MAX_FIELDS, Kind, TensorDesc
+from ..memory import rss_bytes
 from .allocator import HEAP, Allocator
+
+#: What a key costs the shard beyond its bytes (its entry, objects and allocation), counted against
+#: the cap: measured on a shard holding a million 8-byte tensors (``scaling/key_overhead.py``).
+KEY_OVERHEAD = 320
+#: The same for each tensor of a dataset and each item of a list.
+MEMBER_OVERHEAD = 200
+ITEM_OVERHEAD = 64
+#: A list holds at most this many dataset names: LIST_RANGE answers a whole range in one reply,
+#: whose fields are limited to MAX_FIELDS (docs/protocol.md, "Limits").
+MAX_LIST_LENGTH = MAX_FIELDS
 
 
 @dataclass(slots=True)
@@ -43,7 +54,7 @@ class StoredDataset:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values()) + len(self.metadata)
+        return sum(t.nbytes + MEMBER_OVERHEAD + len(n) for n, t in self.tensors.items()) + len(self.metadata)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,8 @@ class StoreContents:
 
 @dataclass
 class ShardStore:
-    """Tensors, datasets and lists of one shard. ``max_bytes`` 0 means no cap."""
+    """Tensors, datasets and lists of one shard. ``max_bytes`` 0 means no cap. ``used_bytes``
+    counts each value's bytes plus what its key costs (``KEY_OVERHEAD`` and the key's length)."""
 
     max_bytes: int = 0
     allocator: Allocator = HEAP
@@ -105,8 +117,13 @@ class ShardStore:
     @staticmethod
     def _size(obj: StoredTensor | StoredDataset | list[str]) -> int:
         if isinstance(obj, list):
-            return sum(len(s) for s in obj)
+            return sum(len(s) + ITEM_OVERHEAD for s in obj)
         return obj.nbytes
+
+    @classmethod
+    def cost(cls, key: str, obj: StoredTensor | StoredDataset | list[str] | None) -> int:
+        """What ``obj`` stored under ``key`` counts against the cap (0 for None)."""
+        return 0 if obj is None else KEY_OVERHEAD + len(key) + cls._size(obj)
 
     def _table(self, kind: Kind) -> dict:
         if kind == Kind.TENSOR:
@@ -119,10 +136,10 @@ class ShardStore:
 
     def _set(self, table: dict, key: str, obj: StoredTensor | StoredDataset | list[str]) -> None:
         old = table.get(key)
-        old_size = self._size(old) if old is not None else 0
-        self.reserve(self._size(obj), old_size)
+        old_cost, new_cost = self.cost(key, old), self.cost(key, obj)
+        self.reserve(new_cost, old_cost)
         table[key] = obj
-        self.used_bytes += self._size(obj) - old_size
+        self.used_bytes += new_cost - old_cost
         self._drop(old)
 
     @property
@@ -133,7 +150,7 @@ class ShardStore:
         """Counts and bytes, for INFO."""
         return {"keys": self.nkeys, "tensors": len(self.tensors), "datasets": len(self.datasets),
                 "lists": len(self.lists), "bytes_used": self.used_bytes, "max_bytes": self.max_bytes,
-                **self.allocator.report()}
+                "rss_bytes": rss_bytes(), **self.allocator.report()}
 
     def contents(self) -> StoreContents:
         """The tables as they are now, for a snapshot written on another thread: call it on the
@@ -157,7 +174,7 @@ class ShardStore:
     def delete(self, kind: Kind, key: str) -> None:
         obj = self.get(kind, key)
         del self._table(kind)[key]
-        self.used_bytes -= self._size(obj)
+        self.used_bytes -= self.cost(key, obj)
         self._drop(obj)
 
     def copy(self, kind: Kind, src: str, dst: str) -> None:
@@ -165,8 +182,7 @@ class ShardStore:
         if src == dst:
             return
         table = self._table(kind)
-        old = table.get(dst)
-        self.reserve(self._size(obj), self._size(old) if old is not None else 0)
+        self.reserve(self.cost(dst, obj), self.cost(dst, table.get(dst)))  # before copying the bytes
         self._set(table, dst, self._duplicate(obj))
 
     def rename(self, kind: Kind, src: str, dst: str) -> None:
@@ -175,31 +191,47 @@ class ShardStore:
             return
         table = self._table(kind)
         old = table.pop(dst, None)
-        if old is not None:
-            self.used_bytes -= self._size(old)
-            self._drop(old)
+        self.used_bytes -= self.cost(dst, old)
+        self._drop(old)
         del table[src]
         table[dst] = obj
+        self.used_bytes += self.cost(dst, obj) - self.cost(src, obj)
 
     # ------------------------------------------------------------ typed puts
     def put_tensor(self, key: str, tensor: StoredTensor) -> None:
         old = self.tensors.get(key)  # the hot path of every put: kept short on purpose
-        delta = tensor.data.nbytes - (old.data.nbytes if old is not None else 0)
+        if old is None:
+            delta = tensor.data.nbytes + KEY_OVERHEAD + len(key)
+        else:
+            delta = tensor.data.nbytes - old.data.nbytes
         if self.max_bytes and self.used_bytes + delta > self.max_bytes:
-            self.reserve(tensor.data.nbytes, tensor.data.nbytes - delta)  # raises StoreFullError
+            self.reserve(delta)  # raises StoreFullError
         self.tensors[key] = tensor
         self.used_bytes += delta
         if old is not None:
             self.allocator.release(old.data)
 
+    def admit_put(self, kind: Kind, key: str, nbytes: int) -> None:
+        """Raise :class:`StoreFullError` unless a value of ``nbytes`` bytes put under ``key``
+        would fit (replacing what the key holds): checked before its payload is received."""
+        if self.max_bytes:
+            old = self._table(kind).get(key)
+            self.reserve(KEY_OVERHEAD + len(key) + nbytes, self.cost(key, old))
+
     def put_dataset(self, name: str, dataset: StoredDataset) -> None:
         self._set(self.datasets, name, dataset)
 
     def append_to_list(self, name: str, item: str) -> int:
-        """Append a dataset name; returns the list's new length."""
-        self.reserve(len(item))
+        """Append a dataset name; returns the list's new length. A list holds at most
+        ``MAX_LIST_LENGTH`` names (BadArgumentError beyond)."""
+        items = self.lists.get(name)
+        if items is not None and len(items) >= MAX_LIST_LENGTH:
+            raise BadArgumentError(f"list {name!r} holds {len(items)} names, the limit is {MAX_LIST_LENGTH} "
+                                   f"(a list is read back in one reply of at most {MAX_FIELDS} fields)")
+        cost = len(item) + ITEM_OVERHEAD + (0 if items is not None else KEY_OVERHEAD + len(name))
+        self.reserve(cost)
         self.lists.setdefault(name, []).append(item)
-        self.used_bytes += len(item)
+        self.used_bytes += cost
         return len(self.lists[name])
 
     def list_length(self, name: str) -> int:
