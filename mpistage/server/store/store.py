@@ -19,9 +19,10 @@ from ...protocol import MAX_FIELDS, Kind, TensorDesc
 from ..memory import rss_bytes
 from .allocator import HEAP, Allocator
 
-#: What a key costs the shard beyond its bytes (its entry, objects and allocation), counted against
-#: the cap: measured on a shard holding a million 8-byte tensors (``scaling/key_overhead.py``).
-KEY_OVERHEAD = 320
+#: What a key costs the shard beyond its bytes and its name (its entry, objects and allocation),
+#: counted against the cap: a shard grew 305 bytes per 8-byte tensor under a 13-byte key
+#: (``scaling/key_overhead.py``, 60,000 keys), so 305 - 8 - 13 rounded down.
+KEY_OVERHEAD = 280
 #: The same for each tensor of a dataset and each item of a list.
 MEMBER_OVERHEAD = 200
 ITEM_OVERHEAD = 64

@@ -1,0 +1,72 @@
+"""Dead clients cannot stall a shard (connect mode, real mpiexec): client jobs are killed with
+SIGKILL mid-put and mid-get, through point-to-point messages and the one-sided window, and after
+a payload was announced but never sent, while a bystander job keeps doing checked round trips on
+the same shards. The bystander must go on throughout, a later job must connect, and the servers
+must stop cleanly."""
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from harness import script, started_servers
+
+from mpistage.jobs import kill_group, mpi_environ
+
+PAYLOAD_TIMEOUT = 3.0
+MODES = ["put-rma", "get-rma", "announce", "put-p2p", "get-p2p"]
+
+
+def _job(servers, *argv: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mpistage.cli", "run", "--dir", str(servers.dir), "-n", "1", "--",
+           sys.executable, *argv]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=mpi_environ(), start_new_session=True)
+
+
+def _kill_when_ready(victim: subprocess.Popen, deadline: float) -> str:
+    """Wait for the victim's READY line, let it run into its transfers, then SIGKILL it."""
+    seen = []
+    while time.monotonic() < deadline:
+        if not select.select([victim.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        line = victim.stdout.readline()
+        seen.append(line)
+        found = re.search(r"victim READY pid=(\d+)", line)
+        if found:
+            time.sleep(0.4)  # inside its loop of transfers
+            os.kill(int(found.group(1)), signal.SIGKILL)
+            return "".join(seen)
+        if not line and victim.poll() is not None:
+            break
+    raise AssertionError("the victim never got ready:\n" + "".join(seen))
+
+
+def test_killed_clients_do_not_stall_the_shards_or_a_bystander(tmp_path):
+    stop = tmp_path / "stop"
+    with started_servers(shards=2, server_args=["--payload-timeout", str(PAYLOAD_TIMEOUT)]) as servers:
+        bystander = _job(servers, script("dead_bystander.py"), str(stop))
+        try:
+            for mode in MODES:
+                victim = _job(servers, script("dead_victim.py"), mode)
+                try:
+                    _kill_when_ready(victim, time.monotonic() + 90)
+                    victim.communicate(timeout=60)
+                finally:
+                    kill_group(victim)
+                assert bystander.poll() is None, f"the bystander stopped after the {mode} kill:\n" + \
+                    bystander.communicate()[0]
+            time.sleep(PAYLOAD_TIMEOUT + 1)  # every deadline of the killed jobs has passed
+            stop.touch()
+            out = bystander.communicate(timeout=60)[0]
+        finally:
+            kill_group(bystander)
+        assert bystander.returncode == 0 and "bystander OK" in out, out
+        worst = float(re.search(r"worst_ms=([\d.]+)", out).group(1))
+        # no round trip waited for a dead client's transfer (those wait PAYLOAD_TIMEOUT at least)
+        assert worst < PAYLOAD_TIMEOUT * 1e3, out
+        later = servers.run_singleton("dead_bystander.py", [str(stop)], timeout=60).stdout
+        assert "bystander OK" in later, later + servers.server_log()
