@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 from collections import defaultdict
@@ -172,15 +173,18 @@ PAYLOAD_BYTES = {"resnet": (224 * 224 * 3 * 4, 1000 * 4), "eke": (3000 * 4 * 4, 
 
 def payload_fit(fitted: dict[str, ServiceTimes]) -> dict | None:
     """put and unpack service time against payload size, ``a + bytes / bandwidth``, through the
-    workloads' two sizes (None unless both workloads were fitted)."""
+    workloads' two sizes (None unless both workloads were fitted; ``resolved`` False when the
+    line through them has a negative intercept or slope, i.e. the noise exceeds the size effect)."""
     if not {"resnet", "eke"} <= set(fitted):
         return None
     out = {}
     for call, k in (("put", 0), ("unpack", 1)):
         (b1, t1), (b2, t2) = sorted((PAYLOAD_BYTES[w][k], fitted[w].call(call)) for w in ("eke", "resnet"))
         per_byte = (t2 - t1) / (b2 - b1)
-        out[call] = {"fixed_s": t1 - per_byte * b1, "mb_per_s": 1e-6 / per_byte if per_byte > 0 else math.inf,
-                     "points": [[b1, t1], [b2, t2]]}
+        fixed = t1 - per_byte * b1
+        resolved = per_byte > 0 and fixed >= 0
+        out[call] = {"resolved": resolved, "fixed_s": fixed if resolved else None,
+                     "mb_per_s": 1e-6 / per_byte if resolved else None, "points": [[b1, t1], [b2, t2]]}
     return out
 
 
@@ -199,14 +203,16 @@ def fit_slowdown(summaries: list[dict], fitted: dict[str, ServiceTimes], batch_s
                 and "model" in s["calls"]]
         if not runs:
             continue
-        best, err = 0.0, math.inf
-        for k in np.arange(0.0, 3.0001, 0.01):
-            st.slowdown = float(k)
-            e = sum(math.log(r["calls"]["model"]["mean"] / model_mean(st, r["clients"], batch_size)) ** 2
-                    for r in runs)
-            if e < err:
-                best, err = float(k), e
-        st.slowdown = best
+        error = functools.partial(_slowdown_error, st, runs, batch_size)
+        coarse = min((round(0.1 * i, 2) for i in range(31)), key=error)  # 0..3 by 0.1, then by 0.01
+        st.slowdown = min((round(coarse + 0.01 * i, 2) for i in range(-10, 11) if 0 <= coarse + 0.01 * i <= 3),
+                          key=error)
+
+
+def _slowdown_error(st: ServiceTimes, runs: list[dict], batch_size: int, k: float) -> float:
+    """Squared log error of the predicted mean run_model over ``runs`` with ``slowdown = k``."""
+    st.slowdown = k
+    return sum(math.log(r["calls"]["model"]["mean"] / model_mean(st, r["clients"], batch_size)) ** 2 for r in runs)
 
 
 def check(summaries: list[dict], fitted: dict[str, ServiceTimes], batch_size: int, nodes_here: int = 1) -> list[dict]:
@@ -317,7 +323,8 @@ def report(result_dir: Path, batch_size: int = 10000, measured_batch: dict | Non
     payload = payload_fit(fitted)
     if payload:
         lines.append("against payload size: " + "; ".join(
-            f"{c} {v['fixed_s'] * 1e3:.2f} ms + bytes at {v['mb_per_s']:.0f} MB/s" for c, v in payload.items()))
+            f"{c} {v['fixed_s'] * 1e3:.2f} ms + bytes at {v['mb_per_s']:.0f} MB/s" if v["resolved"]
+            else f"{c} not resolved (the two sizes differ by less than the noise)" for c, v in payload.items()))
     lines.append(f"{'configuration':46s} {'call':7s} {'measured':>9s} {'model':>9s} {'ratio':>6s}")
     for r in checked:
         where = (f"{r['mode']} {r['hosts']}h {r['workload']} {r['scaling']} {r['client']} "

@@ -37,10 +37,11 @@ def load_records(result_dir: Path) -> list[dict]:
 def oversubscription_note(result_dir: Path) -> str:
     """The line every plot carries: cores, load, and that servers and clients share them."""
     info = json.loads((result_dir / "run.json").read_text()) if (result_dir / "run.json").exists() else {}
-    start = info.get("machine_start", {})
+    start, end = info.get("machine_start", {}), info.get("machine_end", {})
     cpus = start.get("cpus", os.cpu_count())
-    load = start.get("load_avg", [float("nan")])[0]
-    return (f"OVERSUBSCRIBED: servers + clients (+ other users' jobs, load {load:.1f}) on {cpus} CPU cores; "
+    loads = [m["load_avg"][0] for m in (start, end) if m.get("load_avg")]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f}" if loads else "load unknown"
+    return (f"OVERSUBSCRIBED: servers + clients (+ other users' jobs, {load}) on {cpus} CPU cores; "
             f"{start.get('date', '')[:10]}")
 
 
