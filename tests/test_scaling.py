@@ -17,7 +17,8 @@ import netns  # noqa: E402
 import perf_model  # noqa: E402
 import sweep  # noqa: E402
 
-RESULTS = sorted(p for p in (ROOT / "scaling" / "results").iterdir() if (p / "records.csv").exists())
+#: the committed result set the model is checked on (docs/scaling.md shows it)
+RECORDED = ROOT / "scaling" / "results" / "2026-12-02"
 
 
 def test_smallest_configuration_end_to_end(tmp_path: Path) -> None:
@@ -81,21 +82,24 @@ def test_mva_properties() -> None:
         perf_model.mva(st, 0, 1)
 
 
-@pytest.mark.skipif(not RESULTS, reason="no recorded sweep under scaling/results/")
-def test_model_fit_on_recorded_data(tmp_path: Path) -> None:
-    """The committed sweep: the fit comes from its one-client runs, every other run is predicted
-    within the factor docs/scaling.md states, and the calibrated paper point meets the read-offs."""
-    rows = perf_model.load_rows(RESULTS[-1])
-    summaries = json.loads((RESULTS[-1] / "summary.json").read_text())
+@pytest.mark.skipif(not (RECORDED / "summary.json").exists(), reason=f"no recorded sweep in {RECORDED}")
+def test_model_fit_on_recorded_data() -> None:
+    """The committed sweep: the fit comes from its one-client runs; the steady-state runs (one
+    host, weak scaling, EKE: MPMD, connect, Fortran) are predicted within a factor 2 (run_model's
+    mean, throughput); the calibrated paper point meets the read-offs within their 15 %."""
+    rows = perf_model.load_rows(RECORDED)
+    summaries = json.loads((RECORDED / "summary.json").read_text())
     fitted = perf_model.fit(rows)
     assert "eke" in fitted and all(fitted["eke"].call(c) > 0 for c in perf_model.CALLS)
+    perf_model.fit_slowdown(summaries, fitted, 10000)
+    assert 0 <= fitted["eke"].slowdown < 3
     checked = perf_model.check(summaries, fitted, 10000)
     assert len(checked) == sum(1 for s in summaries if s["ok"] and s["workload"] in fitted)
-    multi = [r for r in checked if r["clients"] > 1 and r["workload"] == "eke"]
-    assert multi
-    for r in multi:  # the iteration-dominating call, and throughput
-        assert 1 / 3 < r["model"]["ratio_mean"] < 3, r
-        assert 1 / 3 < r["throughput"]["measured"] / r["throughput"]["predicted"] < 3, r
+    steady = [r for r in checked if r["workload"] == "eke" and r["hosts"] == 1 and r["scaling"] == "weak"]
+    assert len(steady) >= 4 and any(r["clients"] > 1 for r in steady)
+    for r in steady:
+        assert 1 / 2 < r["model"]["ratio_mean"] < 2, r
+        assert 1 / 2 < r["throughput"]["measured"] / r["throughput"]["predicted"] < 2, r
     point = next(p for p in perf_model.predict_paper() if p["assumptions"] == "calibrated"
                  and p["clients"] == 1800 and p["nodes"] == 4)
     for c in ("put", "script", "model"):
