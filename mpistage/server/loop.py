@@ -11,9 +11,10 @@ stall the shard:
   message fails at once; one whose payload is late waits while everyone else is served (on the
   peer link, and behind a header still arriving, a rank's later messages are held in order, at
   most ``MAX_HELD_MESSAGES`` per link);
-* every receive and send is non-blocking; a payload not complete by its deadline gets an error
-  reply, and a link whose transfers (in or out) cannot complete within the payload timeout is
-  dropped (:meth:`ProgressLoop.drop_link`) with its pending state freed.
+* every receive and send is non-blocking; a payload not complete by its deadline (the payload
+  timeout after its last message, plus its size at ``SLOWEST_BYTES_PER_S``) gets an error reply,
+  and a link whose transfers (in or out) cannot complete by theirs is dropped
+  (:meth:`ProgressLoop.drop_link`) with its pending state freed.
 
 New jobs are accepted, and finished ones released, on helper threads.
 """
@@ -72,6 +73,7 @@ SPIN_SECONDS = 0.002  # after the last message, poll without sleeping this long
 DRAIN_SECONDS = 5.0  # at the end, how long unfinished reply sends may take
 RELEASE_JOIN_SECONDS = 10.0  # at the end, how long each link release may take
 ACCEPT_JOIN_SECONDS = 30.0  # at the end, how long the accept thread may take to stop
+SLOWEST_BYTES_PER_S = 50e6  # a transfer's deadline grows by its size at this rate (large parts take time)
 LOG_FIRST = 20  # discarded messages and dropped links: log the first ones, then every LOG_EVERY-th
 LOG_EVERY = 1000
 
@@ -247,7 +249,7 @@ class ProgressLoop:
                 reqs.append(comm.Isend(flat[off:off + size], dest, tag))
             bufs.append(flat)
         if not self.MPI.Request.Testall(reqs):
-            self.pending_sends.append(PendingSend(link, reqs, bufs, time.monotonic() + self.payload_timeout))
+            self.pending_sends.append(PendingSend(link, reqs, bufs, self._deadline(nbytes)))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the loop's thread at its next turn (thread-safe): how work done on other
@@ -390,7 +392,7 @@ class ProgressLoop:
             return
         if count <= EAGER_BYTES:  # the reused buffer now belongs to this receive
             self._recv = np.empty(EAGER_BYTES, np.uint8)
-        link.waiting[source] = IncomingHeader(buf, receive, time.monotonic() + self.payload_timeout)
+        link.waiting[source] = IncomingHeader(buf, receive, self._deadline(count))
 
     def _discard(self, source: int, tag: int, count: int, msg: Any, why: str) -> None:
         self.abandoned.append((self.sink.receive(msg, count), None))
@@ -399,8 +401,15 @@ class ProgressLoop:
             self._log(f"discarded a message of {count} bytes from rank {source} on tag {tag}: {why} "
                       f"({n} discarded so far)")
 
+    def _deadline(self, nbytes: int) -> float:
+        """When a transfer of ``nbytes`` that starts now is late: the payload timeout, plus the
+        time its bytes take at ``SLOWEST_BYTES_PER_S``."""
+        return time.monotonic() + self.payload_timeout + nbytes / SLOWEST_BYTES_PER_S
+
     def _take_part(self, link: ServerLink, source: int, inc: Incoming, msg: Any, count: int) -> None:
-        """Receive a payload message of ``inc``'s request into its next bytes (or the sink)."""
+        """Receive a payload message of ``inc``'s request into its next bytes (or the sink); each
+        message that arrives moves the deadline on by its size."""
+        inc.deadline = max(inc.deadline, self._deadline(count))
         target = inc.place(count)
         if target is None:
             if inc.request is not None:
@@ -486,8 +495,7 @@ class ProgressLoop:
         except (MpistageError, WireError) as exc:
             self.reply(req, Reply.error(exc))
             if point_to_point and SEQ_MIN <= header.seq <= SEQ_MAX:  # its parts are thrown away as they come
-                link.waiting[source] = Incoming(None, payload_tag(header.seq), [], nbytes,
-                                                time.monotonic() + self.payload_timeout)
+                link.waiting[source] = Incoming(None, payload_tag(header.seq), [], nbytes, self._deadline(0))
             return
         self._dispatch(req)
 
@@ -519,8 +527,7 @@ class ProgressLoop:
             except MemoryError:
                 raise StoreFullError(f"no memory for a payload of {nbytes} bytes") from None
             req.fields = unpack_message(raw.copy(), REQUEST_MAGIC)[1]  # raw will be reused
-            link.waiting[source] = Incoming(req, payload_tag(header.seq), req.payload, nbytes,
-                                            time.monotonic() + self.payload_timeout)
+            link.waiting[source] = Incoming(req, payload_tag(header.seq), req.payload, nbytes, self._deadline(0))
 
     def _admitted(self, req: Request) -> list[int]:
         sizes = self.admit(req)
