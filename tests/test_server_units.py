@@ -35,7 +35,7 @@ from mpistage.server.engine import InferenceEngine, RuntimeOptions
 from mpistage.server.engine import runtime as runtime_mod
 from mpistage.server.engine.batcher import BatchPolicy, BatchQueue, Job, job_shape, split_rows
 from mpistage.server.handlers import Reply, Request, StoreHandlers
-from mpistage.server.links import WindowBudget, accept_links
+from mpistage.server.links import WindowBudget
 from mpistage.server.store import HeapAllocator, ShardStore, StoredTensor
 from mpistage.server.store.snapshot import restore_snapshot
 
@@ -425,23 +425,3 @@ def test_window_budget_shrinks_slots_to_the_cap():
     assert budget.slot_for(1, 16 << 20) == 256 << 10 and budget.slot_for(2, 16 << 20) == 0
     budget.give_back(768 << 10)
     assert budget.slot_for(2, 16 << 20) == 512 << 10
-
-
-def test_accept_thread_survives_a_failed_connect(monkeypatch, capsys):
-    import mpistage.server.links as links
-
-    attempts = iter([RuntimeError("shard count mismatch"), "link", None])
-
-    def one_attempt(*_args):
-        outcome = next(attempts)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    monkeypatch.setattr(links, "_accept_one", one_attempt)
-    monkeypatch.setattr(links, "ACCEPT_RETRY_SECONDS", 0.0)
-    out: deque = deque()
-    shard_comm = type("C", (), {"Get_rank": lambda self: 0})()
-    accept_links(shard_comm, "port", 0, WindowBudget(), out)
-    assert list(out) == ["link"]
-    assert "a connect attempt failed" in capsys.readouterr().err
