@@ -164,7 +164,7 @@ assert np.array_equal(c.get_tensor("dbl2"), b * 2)
 check("set_function, set_script, set_script_from_file, get_script, run_script (tuple outputs)")
 
 # ---------------------------------------------------------------- async, responsiveness, replacement
-c.set_model("slow", Slow(1.0, 1500))
+c.set_model("slow", Slow(1.0, 300))
 c.put_tensor("s_in", x)
 t0 = time.monotonic()
 handle = c.run_model_async("slow", "s_in", "s_out")
@@ -187,11 +187,11 @@ print(f"  model ran {run_s:.2f} s; {len(latencies)} put+get round trips meanwhil
 assert max(latencies) < 0.5, max(latencies)
 check("run_model_async: done()/wait(); the store answers while a model runs")
 
-c.set_model("ver", Slow(1.0, 150))
+c.set_model("ver", Slow(1.0, 40))
 ones = np.ones((2, 2), np.float32)
 c.put_tensor("v_in", ones)
 before = [c.run_model_async("ver", "v_in", f"v_out{i}") for i in range(6)]
-c.set_model("ver", Slow(2.0, 150))
+c.set_model("ver", Slow(2.0, 40))
 after = [c.run_model_async("ver", "v_in", f"v_out{i}") for i in range(6, 10)]
 for h in before + after:
     h.wait()
