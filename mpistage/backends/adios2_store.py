@@ -404,10 +404,10 @@ class Adios2Engine:
     def model_exists(self, key: str) -> bool:
         raise self._refuse("model_exists")
 
-    def run_model(self, key: str, inputs: Any, outputs: Any) -> Any:
+    def run_model(self, key: str, inputs: Any, outputs: Any, timeout_ms: int = 0) -> Any:
         raise self._refuse("run_model")
 
-    def run_script(self, key: str, function: str, inputs: Any, outputs: Any) -> Any:
+    def run_script(self, key: str, function: str, inputs: Any, outputs: Any, timeout_ms: int = 0) -> Any:
         raise self._refuse("run_script")
 
 
