@@ -4,9 +4,29 @@
 !> to SR_LOG_FILE (standard output when unset), as the Python side (mpistage.smartredis.logger).
 module smartredis_logger
   use, intrinsic :: iso_fortran_env, only : output_unit
+  use, intrinsic :: iso_c_binding, only : c_ptr, c_char, c_int, c_null_char, c_associated
   use mpistage, only : enum_kind
   implicit none
   private
+
+  ! C's stdio, whose "a" mode is O_APPEND: every line lands at the end of the file even when the
+  ! ranks of a job log to one file at once (Fortran's position='append' only seeks at the open,
+  ! so two ranks would write over each other's lines).
+  interface
+    type(c_ptr) function c_fopen(path, mode) bind(C, name='fopen')
+      import :: c_ptr, c_char
+      character(kind=c_char), intent(in) :: path(*), mode(*)
+    end function
+    integer(c_int) function c_fputs(text, stream) bind(C, name='fputs')
+      import :: c_ptr, c_char, c_int
+      character(kind=c_char), intent(in) :: text(*)
+      type(c_ptr), value :: stream
+    end function
+    integer(c_int) function c_fclose(stream) bind(C, name='fclose')
+      import :: c_ptr, c_int
+      type(c_ptr), value :: stream
+    end function
+  end interface
 
   public :: enum_kind, log_data, log_warning, log_error, log_line
 
@@ -30,7 +50,8 @@ contains
   subroutine log_line(context, level, mark, data)
     character(len=*), intent(in) :: context, mark, data
     integer(enum_kind), intent(in) :: level
-    integer :: threshold, unit, length, stat
+    integer :: threshold, length, stat
+    type(c_ptr) :: stream
     integer :: t(8)
     character(len=19) :: stamp
     character(len=:), allocatable :: path, line
@@ -46,10 +67,10 @@ contains
     end if
     allocate(character(len=length) :: path)
     call get_environment_variable('SR_LOG_FILE', path)
-    open (newunit=unit, file=path, position='append', action='write', iostat=stat)
-    if (stat /= 0) return
-    write (unit, '(a)') line
-    close (unit)
+    stream = c_fopen(path // c_null_char, 'a' // c_null_char)
+    if (.not. c_associated(stream)) return
+    stat = c_fputs(line // new_line('a') // c_null_char, stream)  ! one write(2) at the fclose
+    stat = c_fclose(stream)
   end subroutine
 
   !> Log data at level (context "Fortran").
