@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scenario_checks import check, raises
 from torch import Tensor, nn
 
 from mpistage import BadArgumentError, Client, KeyNotFoundError, ServerRuntimeError
@@ -24,19 +25,6 @@ TOL = {"rtol": 1e-5, "atol": 1e-6}
 def on(shard: int, base: str) -> str:
     """A key named ``base...`` that lives on ``shard``."""
     return next(f"{base}{i}" for i in range(1000) if shard_of(f"{base}{i}", S) == shard)
-
-
-def check(what: str) -> None:
-    print("OK", what, flush=True)
-
-
-def raises(exc_type: type, fn, *args, match: str = "", **kwargs) -> str:
-    try:
-        fn(*args, **kwargs)
-    except exc_type as exc:
-        assert match.lower() in str(exc).lower(), f"{exc_type.__name__} {exc!r} lacks {match!r}"
-        return str(exc)
-    raise AssertionError(f"{fn.__name__}{args} did not raise {exc_type.__name__}")
 
 
 class Affine(nn.Module):

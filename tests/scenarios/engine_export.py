@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scenario_checks import check, raises
 
 from inference.eke_features import fit_standardization, preprocess_reference
 from inference.eke_preprocess_models import eke_preprocess_onnx, eke_preprocess_program
@@ -20,19 +21,6 @@ from mpistage import BadArgumentError, Client
 c = Client()
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 rng = np.random.default_rng(0)
-
-
-def check(what: str) -> None:
-    print("OK", what, flush=True)
-
-
-def raises(exc_type: type, fn, *args, match: str = "", **kwargs) -> str:
-    try:
-        fn(*args, **kwargs)
-    except exc_type as exc:
-        assert match.lower() in str(exc).lower(), f"{exc_type.__name__} {exc!r} lacks {match!r}"
-        return str(exc)
-    raise AssertionError(f"{fn.__name__}{args} did not raise {exc_type.__name__}")
 
 
 def info(name: str) -> dict:

@@ -17,25 +17,13 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import torch  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
+from scenario_checks import check, raises  # noqa: E402
 
 from mpistage import BadArgumentError, Client, ServerRuntimeError  # noqa: E402
 
 c = Client()
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 rng = np.random.default_rng(0)
-
-
-def check(what: str) -> None:
-    print("OK", what, flush=True)
-
-
-def raises(exc_type: type, fn, *args, match: str = "", **kwargs) -> str:
-    try:
-        fn(*args, **kwargs)
-    except exc_type as exc:
-        assert match.lower() in str(exc).lower(), f"{exc_type.__name__} {exc!r} lacks {match!r}"
-        return str(exc)
-    raise AssertionError(f"{fn.__name__}{args} did not raise {exc_type.__name__}")
 
 
 def info(name: str) -> dict:
