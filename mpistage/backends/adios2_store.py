@@ -21,6 +21,7 @@ from typing import Any
 import adios2.bindings as ab
 import numpy as np
 
+from ..backoff import wait_until
 from ..dataset import Dataset
 from ..errors import BadArgumentError, KeyNotFoundError, MpistageError, ServerUnreachableError
 from ..protocol import Kind, TensorDesc, describe
@@ -102,7 +103,7 @@ class Adios2Store:
                 self._put.clear()
                 self._in_step = True
                 return
-            status = self._engine.BeginStep(ab.StepMode.Read, float(self.options.timeout_s))
+            status = self._poll_step()
             if status == ab.StepStatus.NotReady:
                 raise StepTimeoutError(
                     f"no step arrived on ADIOS2 {self.options.engine} {self.options.path!r} within "
@@ -268,6 +269,20 @@ class Adios2Store:
                 self.closed = True
 
     # ------------------------------------------------------------ helpers
+    def _poll_step(self) -> Any:
+        """A reader's BeginStep, polled (timeout 0) until a step comes or ``timeout_s`` passes.
+        SST's own timed BeginStep can crash or hang the reader when the timeout ends while a
+        step is arriving (ADIOS2 issue 1862; seen here as a SIGSEGV under load), polling cannot."""
+        status = ab.StepStatus.NotReady
+
+        def ready() -> bool:
+            nonlocal status
+            status = self._engine.BeginStep(ab.StepMode.Read, 0.0)
+            return status != ab.StepStatus.NotReady
+
+        wait_until(ready, timeout=float(self.options.timeout_s))
+        return status
+
     def _check_open(self) -> None:
         if self.closed:
             raise ServerUnreachableError(f"the ADIOS2 {self.options.engine} {self.options.path!r} has been closed")
