@@ -56,12 +56,19 @@ def apply_defaults(env: dict[str, str] | os._Environ = os.environ) -> dict[str, 
     return env
 
 
+_MPI: ModuleType | None = None
+
+
 def mpi() -> ModuleType:
-    """``mpi4py.MPI``, imported after the defaults are in place (MPI initializes on import)."""
-    apply_defaults()
-    import mpi4py
+    """``mpi4py.MPI``, imported after the defaults are in place (MPI initializes on import).
+    Cheap after the first call (hot paths call it): the module is kept."""
+    global _MPI
+    if _MPI is None:
+        apply_defaults()
+        import mpi4py
 
-    mpi4py.rc.thread_level = "multiple"
-    from mpi4py import MPI
+        mpi4py.rc.thread_level = "multiple"
+        from mpi4py import MPI
 
-    return MPI
+        _MPI = MPI
+    return _MPI

@@ -30,8 +30,8 @@ from .store import ShardStore, StoredDataset, StoredTensor
 @dataclass(slots=True)
 class Request:
     """One decoded request: the link it came on (a :class:`~mpistage.server.links.ServerLink`),
-    its sender's rank there, its header, fields and payload parts. ``fields`` may point into a
-    receive buffer the loop reuses: a handler that keeps a field past its return copies it."""
+    its sender's rank there, its header, fields and payload parts. ``fields`` view the request's
+    own message (never a buffer the loop reuses)."""
 
     link: Any
     source: int

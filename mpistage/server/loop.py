@@ -73,6 +73,9 @@ SPIN_SECONDS = 0.002  # after the last message, poll without sleeping this long
 DRAIN_SECONDS = 5.0  # at the end, how long unfinished reply sends may take
 RELEASE_JOIN_SECONDS = 10.0  # at the end, how long each link release may take
 ACCEPT_JOIN_SECONDS = 30.0  # at the end, how long the accept thread may take to stop
+FINISH_SPIN_SECONDS = 20e-6  # a matched payload message: test it this long before moving on...
+FINISH_SPIN_BYTES_PER_S = 2e9  # ...plus its size at this rate...
+FINISH_SPIN_MAX_SECONDS = 1e-3  # ...and never longer than this (a sender that died mid-message)
 SLOWEST_BYTES_PER_S = 50e6  # a transfer's deadline grows by its size at this rate (large parts take time)
 LOG_FIRST = 20  # discarded messages and dropped links: log the first ones, then every LOG_EVERY-th
 LOG_EVERY = 1000
@@ -387,8 +390,8 @@ class ProgressLoop:
             return
         buf = self._recv[:count] if count <= EAGER_BYTES else np.empty(count, np.uint8)
         receive = msg.Irecv(buf)
-        if receive.Test():
-            self._handle(link, source, buf)
+        if receive.Test():  # the reused buffer's bytes are copied: a request's fields outlive it
+            self._handle(link, source, buf.tobytes() if count <= EAGER_BYTES else buf)
             return
         if count <= EAGER_BYTES:  # the reused buffer now belongs to this receive
             self._recv = np.empty(EAGER_BYTES, np.uint8)
@@ -420,8 +423,23 @@ class ProgressLoop:
             inc.left = max(0, inc.left - count)
             inc.receives.append(self.sink.receive(msg, count))
         else:
-            inc.receives.append(msg.Irecv(target))
+            receive = msg.Irecv(target)
+            self._finish_soon(receive, count)
+            inc.receives.append(receive)
         self._advance(link, source, inc)
+
+    def _finish_soon(self, receive: Any, nbytes: int) -> None:
+        """Test a receive whose message has been matched for a short, bounded while (its bytes are
+        on their way: a sender mid-transfer is alive) instead of coming back to it a loop turn
+        later; a transfer that takes longer is left to the loop."""
+        test = receive.Test
+        if test():
+            return
+        spin = min(FINISH_SPIN_MAX_SECONDS, FINISH_SPIN_SECONDS + nbytes / FINISH_SPIN_BYTES_PER_S)
+        until = time.perf_counter() + spin
+        while time.perf_counter() < until:
+            if test():
+                return
 
     def _advance(self, link: ServerLink, source: int, inc: Incoming) -> bool:
         """Dispatch ``inc``'s request once its whole payload is in; True when the source is free."""
@@ -469,8 +487,8 @@ class ProgressLoop:
         return progressed
 
     # ------------------------------------------------------------ requests
-    def _handle(self, link: ServerLink, source: int, raw: np.ndarray) -> None:
-        """A request header just received (``raw`` may be the reused receive buffer)."""
+    def _handle(self, link: ServerLink, source: int, raw: bytes | np.ndarray) -> None:
+        """A request header just received (``raw`` is this request's own: its fields view it)."""
         try:
             header, fields = unpack_message(raw, REQUEST_MAGIC)
         except WireError as exc:
@@ -489,7 +507,7 @@ class ProgressLoop:
                     raise ProtocolError(f"{Op(header.code).name} takes no payload, {nbytes} bytes were announced")
                 if nbytes > self.memory_bytes:
                     raise StoreFullError(f"a payload of {nbytes} bytes is more than this machine's memory")
-                self._payload(req, link, source, raw)
+                self._payload(req, link, source)
                 if point_to_point:
                     return
         except (MpistageError, WireError) as exc:
@@ -499,7 +517,7 @@ class ProgressLoop:
             return
         self._dispatch(req)
 
-    def _payload(self, req: Request, link: ServerLink, source: int, raw: np.ndarray) -> None:
+    def _payload(self, req: Request, link: ServerLink, source: int) -> None:
         """Size the request's payload (``admit``: nothing is allocated for a refused one), then take
         it inline, from the window slot, or start waiting for its messages."""
         header, fields = req.header, req.fields
@@ -526,7 +544,6 @@ class ProgressLoop:
                 req.payload = [self.alloc(n) for n in sizes if n]
             except MemoryError:
                 raise StoreFullError(f"no memory for a payload of {nbytes} bytes") from None
-            req.fields = unpack_message(raw.copy(), REQUEST_MAGIC)[1]  # raw will be reused
             link.waiting[source] = Incoming(req, payload_tag(header.seq), req.payload, nbytes, self._deadline(0))
 
     def _admitted(self, req: Request) -> list[int]:
@@ -556,7 +573,7 @@ class ProgressLoop:
         if rep is not None:
             self.reply(req, rep)
 
-    def _reply_malformed(self, link: ServerLink, source: int, raw: np.ndarray, text: str) -> None:
+    def _reply_malformed(self, link: ServerLink, source: int, raw: bytes | np.ndarray, text: str) -> None:
         seq = _salvage_seq(raw)
         if seq is not None:
             self.reply(Request(link, source, Header(0, seq, 0), [], []),
@@ -630,10 +647,10 @@ def _physical_memory() -> int:
         return 1 << 48
 
 
-def _salvage_seq(raw: np.ndarray) -> int | None:
+def _salvage_seq(raw: bytes | np.ndarray) -> int | None:
     """The seq of a malformed request, when its first 12 bytes are readable, so the sender can
     be told; None otherwise (nobody would recognize the reply)."""
-    if raw.nbytes < 12:
+    if len(raw) < 12:
         return None
-    seq = int(np.frombuffer(raw[8:12].tobytes(), "<u4")[0])
+    seq = int.from_bytes(bytes(raw[8:12]), "little")
     return seq if SEQ_MIN <= seq <= SEQ_MAX else None
