@@ -108,6 +108,9 @@ class Op(IntEnum):
     INFO = 2
     SAVE = 3
     SHUTDOWN = 4
+    FLUSH = 5  # every key of every kind on the shard removed (SmartRedis flush_db)
+    CONFIG_GET = 6  # a server setting by name (SmartRedis config_get)
+    CONFIG_SET = 7  # change a server setting that may change while serving (SmartRedis config_set)
     PUT_TENSOR = 10
     GET_TENSOR = 11
     DELETE = 12
@@ -125,6 +128,9 @@ class Op(IntEnum):
     SET_SCRIPT = 54
     GET_SCRIPT = 55
     RUN_SCRIPT = 57
+    BRIDGE_EXPORT = 60  # the shard exports chosen keys to an ADIOS2 file or stream at each step
+    BRIDGE_INGEST = 61  # the shard reads an ADIOS2 stream into its store
+    BRIDGE_STOP = 62  # ends an export or ingest
 
 
 #: The operations whose requests carry a payload; any other announcing one is malformed.
