@@ -370,7 +370,7 @@ contains
     lock_fd = -1
   end subroutine
 
-  !> docs/protocol.md, "Session setup": hello, merge (high), slot_bytes, 0-byte window.
+  !> docs/protocol.md, "Session setup": hello, merge (high), slot_bytes, a 0-byte window when slot_bytes > 0.
   !> The client group's hello on an intercommunicator: {protocol version, PURPOSE_CLIENT} from rank 0.
   subroutine say_hello(comm)
     type(MPI_Comm), intent(in) :: comm
@@ -467,7 +467,8 @@ contains
     slot = 0
     call MPI_Bcast(slot, 1, MPI_INTEGER8, 0, merged)
     slot_bytes = slot(1)
-    call MPI_Win_allocate(0_MPI_ADDRESS_KIND, 1, MPI_INFO_NULL, merged, base, win)
+    ! no window when the servers offer no slots (MPMD): an unused window still costs every MPI call
+    if (slot_bytes > 0) call MPI_Win_allocate(0_MPI_ADDRESS_KIND, 1, MPI_INFO_NULL, merged, base, win)
   end subroutine
 
   !> Cache an attribute on MPI_COMM_SELF whose delete callback says goodbye: MPI_Finalize
@@ -501,7 +502,7 @@ contains
       code = link_request(s, OP_BYE, m, r)
     end do
     is_open = .false.
-    call MPI_Win_free(win)
+    if (slot_bytes > 0) call MPI_Win_free(win)
     call MPI_Comm_free(merged)
     if (link_mode == MODE_CONNECT .or. link_mode == MODE_SPAWN) then
       call MPI_Comm_disconnect(inter)

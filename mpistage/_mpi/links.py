@@ -171,7 +171,7 @@ def setup_client_side(inter: Any, kind: LinkKind) -> Link:
     merged = inter.Merge(True)
     slot = np.zeros(1, np.int64)
     merged.Bcast(slot, 0)
-    window = MPI.Win.Allocate(0, 1, MPI.INFO_NULL, merged)
+    window = MPI.Win.Allocate(0, 1, MPI.INFO_NULL, merged) if slot[0] else None
     return Link(kind, inter, merged, window, int(slot[0]))
 
 
@@ -183,14 +183,15 @@ def setup_server_side(inter: Any, kind: LinkKind, slot_bytes: int) -> Link:
     slot_bytes = slot_bytes if kind.crosses_jobs and slot_bytes >= RMA_MIN_BYTES else 0
     merged = inter.Merge(False)
     merged.Bcast(np.array([slot_bytes], np.int64), 0)
-    window = MPI.Win.Allocate(slot_bytes * inter.Get_remote_size(), 1, MPI.INFO_NULL, merged)
+    window = MPI.Win.Allocate(slot_bytes * inter.Get_remote_size(), 1, MPI.INFO_NULL, merged) if slot_bytes else None
     return Link(kind, inter, merged, window, slot_bytes)
 
 
 def release(link: Link) -> None:
     """Free the window and merged communicator, then disconnect the intercommunicator (links
     that cross jobs) or free it."""
-    link.window.Free()
+    if link.window is not None:
+        link.window.Free()
     link.merged.Free()
     if link.kind.crosses_jobs:
         link.inter.Disconnect()
