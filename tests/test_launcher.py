@@ -202,3 +202,25 @@ def test_interrupt_leaves_nothing(tmp_path: Path, launcher: str, sig: int) -> No
     no_leftovers(str(exp))
     state = read_state(exp)
     assert [m["status"] for m in state["members"]] == ["Cancelled", "Cancelled"], out
+
+
+@mpi_only
+@pytest.mark.timeout(150)
+def test_spawned_database_stops_cleanly(tmp_path: Path) -> None:
+    """The experiment spawns the server ranks too; exp.stop(db) ends them through their parent
+    intercommunicator: every rank exits 0, well inside the SIGKILL bound, nothing left running."""
+    exp = tmp_path / "exp-spawndb"
+    out = run([PY, str(SCENARIOS / "launcher_spawned_db.py"), str(exp)], timeout=130).stdout
+    lines = [ln for ln in out.splitlines() if ln.startswith("REPORT ")]
+    assert lines, out
+    report = json.loads(lines[-1][len("REPORT "):])
+    assert report["db_launcher"] == "spawn" and report["shards_seen"] == 2, report
+    assert report["status"] == {"w_0": "Completed", "w_1": "Completed", "reader": "Completed"}, report
+    assert "reader: 2 sources ok" in report["reader_out"]
+    assert report["db_status"] == "Cancelled" and report["db_returncode"] == 0 and not report["db_reason"], report
+    assert not report["servers_alive_after_stop"] and report["stop_s"] < 8.0, report
+    db = Path(report["db_dir"])
+    assert [(db / ".mpistage" / "orchestrator" / f"status.{r}").read_text().strip() for r in (0, 1)] == ["0", "0"]
+    err = (db / "orchestrator.err").read_text()
+    assert err.count("the driver that spawned it said stop") == 2, err
+    no_leftovers(str(exp))

@@ -10,6 +10,10 @@ opens the link.
 
 Adding a way is one class here and one place in the tuple. ``applies`` must not start MPI where
 the strategy cannot apply (a singleton must set its Open MPI environment first).
+
+Server ranks that a driver spawned (the launcher's database) keep the other end of the spawned
+slot: the driver holds their parent intercommunicator and stops them through it
+(:func:`send_parent_stop`, :func:`parent_stop_arrived`; docs/launcher.md, "The database").
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
+
+import numpy as np
 
 from ..errors import ServerUnreachableError
 from ..mpienv import mpi
@@ -39,6 +45,9 @@ from .links import (
 )
 
 SPAWNED_ENV = "MPISTAGE_SPAWNED"  # "1" in the environment of a job the launcher spawned
+#: The tag of the stop a driver sends the server ranks it spawned, on their parent intercommunicator
+#: (nothing else travels there, so it cannot meet the servers' request tags).
+PARENT_STOP_TAG = 4250
 
 
 @dataclass
@@ -88,6 +97,22 @@ def connect(address: Address, comm: Any, purpose: int = PURPOSE_CLIENT) -> Any |
     bridge.Free()
     first.Free()
     return inter
+
+
+def send_parent_stop(inter: Any) -> None:
+    """Driver side: tell every server rank spawned on ``inter`` (the intercommunicator
+    ``MPI_Comm_spawn`` returned) to stop; a one-int message each, so it returns at once."""
+    stop = np.ones(1, np.int32)
+    for rank in range(inter.Get_remote_size()):
+        inter.Send(stop, dest=rank, tag=PARENT_STOP_TAG)
+
+
+def parent_stop_arrived(parent: Any) -> bool:
+    """Server side (``parent`` = ``MPI_Comm_get_parent``): whether the driver's stop has come; receives it."""
+    if not parent.Iprobe(source=0, tag=PARENT_STOP_TAG):
+        return False
+    parent.Recv(np.empty(1, np.int32), source=0, tag=PARENT_STOP_TAG)
+    return True
 
 
 @contextmanager

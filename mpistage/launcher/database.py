@@ -33,6 +33,7 @@ class Orchestrator:
         self.server_args = list(server_args or [])
         self.ignored = {k: v for k, v in kwargs.items() if v is not None}
         self.status = Status.NEVER_STARTED
+        self.launcher: Any = None  # the Launcher that starts the server ranks (set by create_database)
 
     @property
     def address_file(self) -> Path:

@@ -100,9 +100,6 @@ class Experiment:
         self.uri = _ompi_server(self.exp_path / STATE_DIR)
         self.launcher_reason = ""
         self._launcher = self._choose(launcher)
-        # The database is one mpiexec job whatever the members' launcher: spawned server ranks ran, but
-        # did not stop on SIGTERM (docs/launcher.md); spawned members reach it through the ompi-server.
-        self._db_launcher = MpiexecLauncher(self.uri)
         self.launcher = self._launcher.name
         _experiments.add(self)
         if threading.current_thread() is threading.main_thread() and \
@@ -157,14 +154,27 @@ class Experiment:
                         batch: bool = False, hosts: Any = None, run_command: str = "auto",
                         interface: str | list[str] = "lo", account: str | None = None, time: str | None = None,
                         queue: str | None = None, single_cmd: bool = True, db_identifier: str = "orchestrator",
-                        server_args: list[str] | None = None, **kwargs: Any) -> Orchestrator:
-        """``db_nodes`` mpistage server ranks (shards). Redis and batch arguments are accepted and ignored."""
+                        server_args: list[str] | None = None, launcher: str | None = None,
+                        **kwargs: Any) -> Orchestrator:
+        """``db_nodes`` mpistage server ranks (shards). Redis and batch arguments are accepted and ignored.
+        ``launcher`` (``"spawn"`` or ``"mpiexec"``; default: the experiment's) says how the server
+        ranks are started: ``MPI_Comm_spawn``-ed by this driver, or one ``mpiexec`` job."""
         if batch:
             raise ValueError("batch databases are not supported: run the driver inside the allocation")
         where = Path(path).resolve() if path is not None else self.exp_path / db_identifier
-        return Orchestrator(where, db_nodes, db_identifier, server_args, port=port, hosts=hosts,
-                            run_command=run_command, interface=interface, account=account, time=time,
-                            queue=queue, single_cmd=single_cmd, **kwargs)
+        db = Orchestrator(where, db_nodes, db_identifier, server_args, port=port, hosts=hosts,
+                          run_command=run_command, interface=interface, account=account, time=time,
+                          queue=queue, single_cmd=single_cmd, **kwargs)
+        db.launcher = self._database_launcher(launcher or self.launcher)
+        return db
+
+    def _database_launcher(self, wanted: str) -> Launcher:
+        """Spawned server ranks keep their link to this driver, which stops them through it."""
+        if wanted == "spawn":
+            return SpawnLauncher(self.uri, keep_link=True)
+        if wanted == "mpiexec":
+            return MpiexecLauncher(self.uri)
+        raise ValueError(f"create_database: launcher {wanted!r} is not 'spawn' or 'mpiexec'")
 
     # ------------------------------------------------------------------ generation
     def generate(self, *entities: Model | Ensemble | Orchestrator, overwrite: bool = False,
@@ -215,7 +225,9 @@ class Experiment:
         cmd = [*server_command(), "--address", str(db.address_file), "--ompi-server-uri", str(self.uri),
                *db.server_args]
         job = Job(db.name, db.name, db.path, cmd, db.db_nodes, {})
-        self._launch(job, [], self._db_launcher)
+        if db.launcher is None:  # an Orchestrator made directly
+            db.launcher = self._database_launcher(self.launcher)
+        self._launch(job, [], db.launcher)
         deadline = time.monotonic() + DB_START_TIMEOUT
         while not db.address_file.exists():
             if job.status.finished or time.monotonic() > deadline:
@@ -318,7 +330,7 @@ class Experiment:
             return
         job.stop_requested = True
         job.kill_at = time.monotonic() + STOP_GRACE_SECONDS
-        job.launcher.send_signal(job, signal.SIGTERM)
+        job.launcher.request_stop(job)
 
     def _wait_done(self, jobs: list[Job], seconds: float | None) -> bool:
         """Wait for ``jobs`` to finish, at most ``seconds`` (None: no bound); True if they did."""

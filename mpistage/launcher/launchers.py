@@ -66,6 +66,10 @@ class Launcher(ABC):
     def alive(self, job: Job) -> bool:
         """Whether any process of the job is still there."""
 
+    def request_stop(self, job: Job) -> None:
+        """Ask the job to end cleanly (SIGTERM here; the experiment SIGKILLs it after a bound)."""
+        self.send_signal(job, signal.SIGTERM)
+
 
 class MpiexecLauncher(Launcher):
     """Each member is its own ``mpiexec -n k`` job in connect mode (the CLI's ``mpistage run``
@@ -115,13 +119,20 @@ exit 0
 LOST_GRACE_SECONDS = 3.0  # a rank whose process is gone without a status file for this long is lost
 
 
+_SPAWN_LOCK = threading.Lock()  # one spawn at a time in this driver (Spawn blocks the caller)
+
+
 class SpawnLauncher(Launcher):
     """Each member is one ``MPI_Comm_spawn`` of ``set_tasks`` ranks from the driver (a singleton
-    with an ompi-server URI and recovery on; see docs/launcher.md for why both)."""
+    with an ompi-server URI and recovery on; see docs/launcher.md for why both).
+
+    With ``keep_link`` (the database's server ranks) the driver keeps the parent
+    intercommunicator and :meth:`request_stop` sends every rank a stop through it
+    (:func:`~mpistage._mpi.bootstrap.send_parent_stop`); members' intercommunicators are freed at once."""
 
     name = "spawn"
 
-    def __init__(self, uri: Path) -> None:
+    def __init__(self, uri: Path, keep_link: bool = False) -> None:
         super().__init__(uri)
         problem = spawn_environment_problem(uri)
         if problem:
@@ -129,7 +140,7 @@ class SpawnLauncher(Launcher):
         from ..mpienv import mpi
 
         self.MPI = mpi()
-        self._lock = threading.Lock()  # one spawn at a time (Spawn blocks the caller)
+        self.keep_link = keep_link
 
     def state_dir(self, job: Job) -> Path:
         return job.run_dir / ".mpistage" / job.name
@@ -144,14 +155,38 @@ class SpawnLauncher(Launcher):
         env = {**job.env, "MPISTAGE_RUN_DIR": str(job.run_dir), "MPISTAGE_STATE": str(state),
                "MPISTAGE_OUT": str(job.out), "MPISTAGE_ERR": str(job.err)}
         exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
-        with self._lock:
+        with _SPAWN_LOCK:
             inter = self.MPI.COMM_SELF.Spawn("/bin/sh", ["-c", exports + _WRAPPER, "mpistage-member", *job.command],
                                              maxprocs=job.tasks)
             started = inter.Get_remote_size()
-            inter.Free()
+            if not self.keep_link or started != job.tasks:
+                inter.Free()
+                inter = None
         if started != job.tasks:
             raise RuntimeError(f"MPI_Comm_spawn started {started} of {job.tasks} ranks")
-        job.handle = {"state": state, "lost_since": {}}
+        job.handle = {"state": state, "lost_since": {}, "link": inter}
+
+    def request_stop(self, job: Job) -> None:
+        """A stop message to every rank through the kept intercommunicator (SIGTERM without one,
+        or when sending fails); the link is freed after."""
+        inter = job.handle.pop("link", None)  # taken, so that poll() on the monitor thread leaves it alone
+        if inter is None:
+            super().request_stop(job)
+            return
+        from .._mpi.bootstrap import send_parent_stop
+
+        try:
+            send_parent_stop(inter)
+        except self.MPI.Exception as exc:
+            job.reason = f"the stop through the spawn link failed ({exc}): SIGTERM"
+            super().request_stop(job)
+        inter.Free()
+
+    def _release(self, job: Job) -> None:
+        """Free a kept link of a job that ended by itself."""
+        inter = job.handle.pop("link", None)
+        if inter is not None:
+            inter.Free()
 
     def _read(self, job: Job, kind: str) -> dict[int, int]:
         found = {}
@@ -176,6 +211,7 @@ class SpawnLauncher(Launcher):
                 return None
             job.reason = job.reason or f"ranks {gone} ended without an exit status"
             status.update({r: -1 for r in gone})
+        self._release(job)
         return next((rc for rc in status.values() if rc != 0), 0)
 
     def send_signal(self, job: Job, sig: int) -> None:

@@ -6,14 +6,21 @@ One-sided window memory (connect mode only: MPMD links have no window) is bounde
 ``--window-cap``: each connecting job gets ``--rma-slot`` bytes per client rank, or less so the
 shard's windows stay under the cap; below 256 KiB per rank the job gets no window and its
 payloads travel point-to-point (docs/engine.md, "Server memory").
+
+Server ranks spawned by a driver (the launcher's database, ``MPI_Comm_spawn``) stop when the driver
+sends them a stop on their parent intercommunicator, as they do on SIGTERM (docs/launcher.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from .._mpi.bootstrap import parent_stop_arrived
 from .._mpi.connfile import Address, deployment_secret, write_address
 from .._mpi.links import LinkKind, hear_hello, setup_server_side, split_world
 from ..mpienv import mpi
@@ -30,6 +37,7 @@ from .store import ShardStore
 from .store.snapshot import remove_stale_temporaries, restore_snapshot
 
 PEER_TIMEOUT_SECONDS = 60.0  # how long a shard waits for another shard to answer a transfer
+PARENT_POLL_SECONDS = 0.1  # how often a spawned shard looks for its driver's stop
 
 
 def parse_size(text: str) -> int:
@@ -115,7 +123,26 @@ class ShardServer:
                                                 self.args.ompi_server_uri, secret=deployment_secret()))
         self.loop.start_accepting(self.accept_comm, self.port, self.args.rma_slot, self.budget)
 
+    def watch_parent(self) -> None:
+        """Spawned by a driver: end the loop (as SIGTERM does) when the driver's stop comes
+        through the parent intercommunicator; a thread that looks every ``PARENT_POLL_SECONDS``."""
+        parent = self.MPI.Comm.Get_parent()
+        if parent == self.MPI.COMM_NULL:
+            return
+
+        def watch() -> None:
+            while not self.loop.stopping:
+                if parent_stop_arrived(parent):
+                    print(f"mpistage-server shard {self.shard}: stopping: the driver that spawned it said stop",
+                          file=sys.stderr, flush=True)
+                    self.loop.stopping = True
+                    return
+                time.sleep(PARENT_POLL_SECONDS)
+
+        threading.Thread(target=watch, name="mpistage-parent-stop", daemon=True).start()
+
     def serve(self) -> None:
+        self.watch_parent()
         if self.split.remote is not None:
             hear_hello(self.split.remote)
             self.loop.add_link(ServerLink.of(setup_server_side(self.split.remote, LinkKind.MPMD, 0)))
