@@ -10,6 +10,8 @@ the kind.
 from __future__ import annotations
 
 import enum
+import os
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -98,22 +100,48 @@ def hear_hello(inter: Any) -> int:
 @dataclass(frozen=True)
 class ConnectHello:
     """What a connecting job's rank 0 tells shard 0 (connect mode): ``<i4 version, <i4 purpose``,
-    then the deployment secret as ASCII; at most ``HELLO_MAX_BYTES`` bytes in all."""
+    then the deployment secret as ASCII; at most ``HELLO_MAX_BYTES`` bytes in all. When every rank
+    of the job runs on one host, the secret is followed by a NUL byte, that host's name (ASCII), a
+    NUL byte and each rank's process id (``<i4``, in rank order): the servers on that host watch
+    those processes (an idle job that vanished is let go; docs/security.md). Without that part
+    (several hosts, too many ranks for the message) nobody watches the job's processes."""
 
     version: int
     purpose: int
     secret: bytes
+    host: str = ""
+    pids: tuple[int, ...] = ()
 
     def pack(self) -> bytes:
-        return struct.pack("<ii", self.version, self.purpose) + self.secret
+        head = struct.pack("<ii", self.version, self.purpose) + self.secret
+        if not self.host or not self.pids:
+            return head
+        tail = b"\0" + self.host.encode("ascii") + b"\0" + struct.pack(f"<{len(self.pids)}i", *self.pids)
+        return head + tail if len(head) + len(tail) <= HELLO_MAX_BYTES else head
 
     @classmethod
     def unpack(cls, raw: bytes) -> ConnectHello:
-        """Parse a hello; raises ValueError when it is too short or too long."""
+        """Parse a hello; raises ValueError when it is too short or too long, or its process list
+        is not whole ``<i4`` values."""
         if not 8 <= len(raw) <= HELLO_MAX_BYTES:
             raise ValueError(f"a connect hello of {len(raw)} bytes (8..{HELLO_MAX_BYTES} expected)")
         version, purpose = struct.unpack_from("<ii", raw)
-        return cls(version, purpose, bytes(raw[8:]))
+        secret, sep, rest = bytes(raw[8:]).partition(b"\0")
+        if not sep:
+            return cls(version, purpose, secret)
+        host, sep, pids = rest.partition(b"\0")
+        if not sep or not host or not pids or len(pids) % 4:
+            raise ValueError("a connect hello whose process list is malformed")
+        return cls(version, purpose, secret, host.decode("ascii", errors="replace"),
+                   struct.unpack(f"<{len(pids) // 4}i", pids))
+
+
+def job_processes(comm: Any) -> tuple[str, tuple[int, ...]]:
+    """Collective over ``comm``: ``(host, pids)`` of its ranks, in rank order, when they all run
+    on one host; ``("", ())`` otherwise (every rank gets the answer)."""
+    ranks = comm.allgather((socket.gethostname(), os.getpid()))
+    hosts = {host for host, _pid in ranks}
+    return (ranks[0][0], tuple(pid for _host, pid in ranks)) if len(hosts) == 1 else ("", ())
 
 
 def pack_verdict(code: int, reason: str) -> bytes:
@@ -141,13 +169,15 @@ def unpack_verdict(raw: bytes) -> tuple[int, str]:
 
 def say_connect_hello(first: Any, comm: Any, purpose: int, secret: str,
                       seconds: float = VERDICT_SECONDS) -> tuple[int, str]:
-    """Collective over ``comm`` (the connecting job): rank 0 sends its hello to shard 0 on
-    ``first`` and waits, at most ``seconds``, for the verdict, which every rank gets back as
-    ``(code, reason)``. A verdict that does not come is a refusal."""
+    """Collective over ``comm`` (the connecting job): rank 0 sends its hello (with the job's
+    processes, :func:`job_processes`) to shard 0 on ``first`` and waits, at most ``seconds``, for
+    the verdict, which every rank gets back as ``(code, reason)``. A verdict that does not come is
+    a refusal."""
     MPI = mpi()
+    host, pids = job_processes(comm)
     shared = np.zeros(4 + HELLO_MAX_BYTES, np.uint8)  # <i4 length, then the verdict as received
     if comm.Get_rank() == 0:
-        first.Send(ConnectHello(PROTOCOL_VERSION, purpose, secret.encode()).pack(), 0, HELLO_TAG)
+        first.Send(ConnectHello(PROTOCOL_VERSION, purpose, secret.encode(), host, pids).pack(), 0, HELLO_TAG)
         buf = np.zeros(HELLO_MAX_BYTES, np.uint8)
         status = MPI.Status()
         request = first.Irecv(buf, 0, HELLO_TAG)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import collections
 import hmac
 import os
+import socket
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,6 +87,8 @@ class ServerLink:
     link: Link | None = None
     budget: WindowBudget | None = None
     byes: set[int] = field(default_factory=set)
+    #: the job's processes this shard watches (same host, alive when the job was admitted); empty: none
+    pids: tuple[int, ...] = ()
     #: per source rank: the request waiting for its payload, and requests that came after it
     waiting: dict[int, PendingPayload] = field(default_factory=dict)
     backlog: dict[int, collections.deque[np.ndarray]] = field(default_factory=dict)
@@ -125,7 +129,21 @@ class ServerLink:
     def report(self) -> dict[str, Any]:
         """What INFO shows about this link."""
         return {"kind": self.kind.value, "ranks": self.nclients, "slot_bytes": self.slot_bytes,
-                "window_bytes": self.window_bytes, "waiting_payloads": len(self.waiting)}
+                "window_bytes": self.window_bytes, "waiting_payloads": len(self.waiting),
+                "watched_pids": len(self.pids)}
+
+    def watch(self, host: str, pids: tuple[int, ...]) -> None:
+        """Watch the job's processes ``pids`` (from its hello) if they run on this host: only when
+        the name is this host's, there is one per rank, and every one is alive now (the job is in
+        its session setup): a process list from another host, or from another process namespace
+        behind the same host name, is never watched, so a live job is not taken for a dead one."""
+        if (host and host == socket.gethostname() and len(pids) == self.nclients
+                and all(pid > 0 for pid in pids) and all(map(process_alive, pids))):
+            self.pids = pids
+
+    def vanished(self) -> bool:
+        """True when the link's job is watched and none of its processes is alive any more."""
+        return bool(self.pids) and not any(map(process_alive, self.pids))
 
     def abandon(self) -> None:
         """Stop using the link without any MPI call (its job is gone or stalled: freeing the window
@@ -143,6 +161,21 @@ class ServerLink:
             release(self.link)
             if self.budget is not None:
                 self.budget.give_back(nbytes)
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` of this host exists and is not a zombie (no signal is sent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:  # no /proc here: existing is all we know
+        return True
+    return stat.rpartition(b")")[2].split()[:1] != [b"Z"]
 
 
 #: Set by the servers' own shutdown path (:func:`mpistage.server.wake.wake_accept_threads`) just
@@ -198,6 +231,7 @@ class Acceptor:
         self.secret = secret.encode()
         self.attempt = shard_comm.Dup()
         self.first: Any = None
+        self.job = ConnectHello(0, 0, b"")  # the joining job's processes (its hello's host and pids)
         self._stale: list[Any] = []  # verdict sends that had not completed
 
     def log(self, text: str) -> None:
@@ -209,6 +243,8 @@ class Acceptor:
                 word = self._next_job() if self.shard == 0 else self._ctl_recv(0)
                 if word == CTL_STOP:
                     return
+                if self.shard != 0:
+                    self.job = ConnectHello.unpack(self._ctl_recv_bytes(0))
                 link = self._set_up()
                 if self._agree(link is not None):
                     self.out.append(link)
@@ -235,12 +271,15 @@ class Acceptor:
                 self._answer(first, ADMITTED if refusal is None else ADMITTED + 1, refusal or "admitted")
             if refusal is None:
                 word = CTL_STOP if hello.purpose == PURPOSE_STOP else CTL_JOIN
+                job = ConnectHello(0, 0, b"", hello.host, hello.pids)
                 for other in range(1, self.nshards):
                     self.ctl.Send(np.array([word], np.int32), other, JOIN_TAG)
+                    if word == CTL_JOIN:
+                        self.ctl.Send(np.frombuffer(job.pack(), np.uint8), other, JOIN_TAG)
                 if word == CTL_STOP:
                     first.Free()
                 else:
-                    self.first = first
+                    self.first, self.job = first, job
                 return word
             self.log(f"refused a connecting job: {refusal}")
             first.Free()  # not Disconnect: collective with a job that may be gone or hostile
@@ -286,6 +325,14 @@ class Acceptor:
         self.ctl.Recv(word, source, JOIN_TAG)
         return int(word[0])
 
+    def _ctl_recv_bytes(self, source: int) -> bytes:
+        status = self.MPI.Status()
+        while not self.ctl.Iprobe(source, JOIN_TAG, status):
+            time.sleep(JOIN_POLL_SECONDS)
+        buf = np.zeros(status.Get_count(self.MPI.BYTE), np.uint8)
+        self.ctl.Recv(buf, source, JOIN_TAG)
+        return buf.tobytes()
+
     def _set_up(self) -> ServerLink | None:
         """The job's session setup on a helper thread, bounded by ``SETUP_SECONDS``; None when it
         raised or did not finish (its thread is then left blocked, in :data:`STUCK_SETUPS`)."""
@@ -310,6 +357,7 @@ class Acceptor:
         if not made:
             return None
         self.budget.take(made[0].window_bytes)
+        made[0].watch(self.job.host, self.job.pids)
         return made[0]
 
     def _widen(self, first: Any) -> ServerLink:

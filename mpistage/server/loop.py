@@ -14,7 +14,11 @@ stall the shard:
 * every receive and send is non-blocking; a payload not complete by its deadline (the payload
   timeout after its last message, plus its size at ``SLOWEST_BYTES_PER_S``) gets an error reply,
   and a link whose transfers (in or out) cannot complete by theirs is dropped
-  (:meth:`ProgressLoop.drop_link`) with its pending state freed.
+  (:meth:`ProgressLoop.drop_link`) with its pending state freed;
+* a job that vanishes while idle (SIGKILL, a crashed node's local job) sends nothing and has
+  nothing in flight: every ``WATCH_SECONDS`` the loop looks whether the processes a connect-mode
+  job listed in its hello (same host only, :meth:`ServerLink.watch`) still exist, and drops the
+  link of a job whose processes are all gone. No client thread is needed (Fortran has none).
 
 New jobs are accepted, and finished ones released, on helper threads.
 """
@@ -79,6 +83,7 @@ FINISH_SPIN_MAX_SECONDS = 1e-3  # ...and never longer than this (a sender that d
 SLOWEST_BYTES_PER_S = 50e6  # a transfer's deadline grows by its size at this rate (large parts take time)
 LOG_FIRST = 20  # discarded messages and dropped links: log the first ones, then every LOG_EVERY-th
 LOG_EVERY = 1000
+WATCH_SECONDS = 2.0  # how often the processes of watched jobs are looked at
 
 #: Given a request with a payload (header and fields decoded, nothing received yet): the size of
 #: each payload part it may carry, in order; raises an MpistageError to refuse it (e.g. store full).
@@ -142,6 +147,7 @@ class ProgressLoop:
         self._recv = np.empty(EAGER_BYTES, np.uint8)  # request headers land here (copied if kept)
         self._chunk = message_limit()
         self.memory_bytes = _physical_memory()
+        self._next_watch = 0.0
 
     # ------------------------------------------------------------ links
     def add_link(self, link: ServerLink) -> None:
@@ -600,7 +606,16 @@ class ProgressLoop:
                 self.stats.internal_errors += 1
                 self._log(f"internal error while polling a {link.kind.value} link:\n{traceback.format_exc()}")
         self._progress_sends()
+        if time.monotonic() >= self._next_watch:
+            self._drop_vanished()
         return busy
+
+    def _drop_vanished(self) -> None:
+        """Drop the links of watched jobs whose processes are all gone."""
+        self._next_watch = time.monotonic() + WATCH_SECONDS
+        for link in self._polled:
+            if link.vanished():
+                self.drop_link(link, f"every process of its job is gone (pids {', '.join(map(str, link.pids))})")
 
     def run(self) -> None:
         """Serve until a SHUTDOWN request, SIGTERM/SIGINT, or (MPMD) every client said goodbye."""

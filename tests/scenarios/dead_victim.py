@@ -4,7 +4,8 @@ it is killed:
 
 * ``announce``: a raw PUT_TENSOR header announcing a 64 MiB point-to-point payload that never comes;
 * ``put-p2p`` / ``get-p2p``: puts / gets of a 48 MiB tensor (larger than the window slot: messages);
-* ``put-rma`` / ``get-rma``: puts / gets of a 1 MiB tensor (through the one-sided window).
+* ``put-rma`` / ``get-rma``: puts / gets of a 1 MiB tensor (through the one-sided window);
+* ``idle``: one put, then nothing (a job killed while it has nothing in flight).
 """
 
 import os
@@ -34,6 +35,11 @@ if mode == "announce":
     desc, _ = describe(big)
     head = pack_message(REQUEST_MAGIC, Op.PUT_TENSOR, 16000, [key.encode(), desc.pack()], big.nbytes)
     get_connection().link.inter.Send(np.frombuffer(head, np.uint8), shard_of(key, c.nshards), TAG_REQUEST)
+    ready()
+    while True:
+        time.sleep(1)
+elif mode == "idle":
+    c.put_tensor(key, small)
     ready()
     while True:
         time.sleep(1)
