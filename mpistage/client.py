@@ -19,7 +19,7 @@ import numpy as np
 
 from ._mpi.connfile import ADDRESS_ENV, launched_by_mpiexec
 from .backends import open_backend
-from .backends.base import Backend, RunHandle, StoreBackend
+from .backends.base import Backend, RunHandle, ServerAdmin, StoreBackend
 from .client_engine import EngineClientMixin
 from .dataset import Dataset
 from .errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError, UnknownChoiceError, typecheck
@@ -364,16 +364,17 @@ class Client(EngineClientMixin):
         return self._poll(lambda: self.model_exists(name), poll_frequency_ms, num_tries)
 
     def run_model(self, name: str, inputs: str | Sequence[str] | None = None,
-                  outputs: str | Sequence[str] | None = None) -> None:
-        """Run model ``name`` on the tensors ``inputs``, store its outputs under ``outputs``
+                  outputs: str | Sequence[str] | None = None, timeout: float | None = None) -> None:
+        """Run model ``name`` on the tensors ``inputs``, store its outputs under ``outputs``;
+        ``timeout``: seconds it may take (mpistage's; SmartRedis has only ``SR_MODEL_TIMEOUT``)
         (see :meth:`mpistage.client_engine.EngineClientMixin.run_model`)."""
-        self.run_model_async(name, inputs, outputs).wait()
+        self.run_model_async(name, inputs, outputs, timeout).wait()
 
     def run_model_async(self, name: str, inputs: str | Sequence[str] | None = None,
-                        outputs: str | Sequence[str] | None = None) -> RunHandle:
+                        outputs: str | Sequence[str] | None = None, timeout: float | None = None) -> RunHandle:
         """Start :meth:`run_model` and return at once; ``handle.wait()`` gives its result."""
         typecheck(name, "name", str)
-        return super().run_model_async(name, *_check_key_lists(inputs, outputs))
+        return super().run_model_async(name, *_check_key_lists(inputs, outputs), timeout)
 
     def set_script(self, name: str, script: str, device: str = "CPU") -> None:
         """Store TorchScript source on every shard under ``name``, all or nothing; an unknown
@@ -414,17 +415,18 @@ class Client(EngineClientMixin):
         self._engine.delete_code(Kind.SCRIPT, self._key(name, Kind.SCRIPT))
 
     def run_script(self, name: str, fn_name: str, inputs: str | Sequence[str],
-                   outputs: str | Sequence[str]) -> None:
+                   outputs: str | Sequence[str], timeout: float | None = None) -> None:
         """Call function ``fn_name`` of script ``name`` on the tensors ``inputs``, store what it
-        returns under ``outputs`` (see :meth:`mpistage.client_engine.EngineClientMixin.run_script`)."""
-        self.run_script_async(name, fn_name, inputs, outputs).wait()
+        returns under ``outputs``; ``timeout`` as for :meth:`run_model`
+        (see :meth:`mpistage.client_engine.EngineClientMixin.run_script`)."""
+        self.run_script_async(name, fn_name, inputs, outputs, timeout).wait()
 
     def run_script_async(self, name: str, fn_name: str, inputs: str | Sequence[str],
-                         outputs: str | Sequence[str]) -> RunHandle:
+                         outputs: str | Sequence[str], timeout: float | None = None) -> RunHandle:
         """Start :meth:`run_script` and return at once; ``handle.wait()`` gives its result."""
         typecheck(name, "name", str)
         typecheck(fn_name, "fn_name", str)
-        return super().run_script_async(name, fn_name, *_check_key_lists(inputs, outputs))
+        return super().run_script_async(name, fn_name, *_check_key_lists(inputs, outputs), timeout)
 
     # ------------------------------------------------------------ servers
     def get_server_info(self) -> list[dict[str, Any]]:
@@ -445,6 +447,47 @@ class Client(EngineClientMixin):
         servers stop accepting jobs and exit once every connected job (this one included) has
         said goodbye. A later ``Client()`` in an MPMD job raises ServerUnreachableError."""
         self._store.shutdown_servers()
+
+    # ------------------------------------------------------------ server management
+    def _admin(self) -> ServerAdmin:
+        if not isinstance(self._store, ServerAdmin):
+            raise BadArgumentError(f"the {self.backend} backend has no server management")
+        return self._store
+
+    def _shard_indices(self, shards: Sequence[int] | None) -> list[int]:
+        if shards is None:
+            return list(range(self.nshards))
+        typecheck(shards, "shards", (list, tuple))
+        for s in shards:
+            typecheck(s, "a shard", int)
+            if not 0 <= s < self.nshards:
+                raise BadArgumentError(f"shard {s} is not among the {self.nshards} shards")
+        return list(shards)
+
+    def flush_shards(self, shards: Sequence[int] | None = None) -> None:
+        """Remove every key of every kind from each of ``shards`` (all when None): tensors,
+        datasets, lists, models and scripts (Redis's ``FLUSHDB``; SmartRedis's ``flush_db``)."""
+        self._admin().flush_db(self._shard_indices(shards))
+
+    def get_server_config(self, pattern: str = "*", shard: int = 0) -> dict[str, str]:
+        """The settings of ``shard`` whose names match the glob ``pattern`` (case-insensitive),
+        as text: ``maxmemory`` (bytes, 0: no cap), ``model-timeout`` (ms), ``shards``, ``shard``
+        (docs/smartredis.md, "Server settings")."""
+        typecheck(pattern, "pattern", str)
+        if not pattern:
+            raise BadArgumentError("the pattern is empty")
+        (index,) = self._shard_indices([shard])
+        return self._admin().config_get(index, pattern)
+
+    def set_server_config(self, name: str, value: str, shards: Sequence[int] | None = None) -> None:
+        """Change a setting on each of ``shards`` (all when None): ``maxmemory`` (bytes, or
+        Redis's units: ``100mb``, ``2gb``; 0: no cap) or ``model-timeout`` (ms); another name
+        raises BadArgumentError."""
+        typecheck(name, "name", str)
+        typecheck(value, "value", str)
+        if not name or not value:
+            raise BadArgumentError("a setting needs a name and a value")
+        self._admin().config_set(self._shard_indices(shards), name, value)
 
     # ------------------------------------------------------------ ensembles (SmartRedis names)
     def set_data_source(self, source_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import BadArgumentError, KeyNotFoundError, typecheck
-from .protocol import DTYPE_CODES
+from .protocol import DTYPE_CODES, META_DTYPE_CODES
 
 
 class Dataset:
@@ -64,14 +64,15 @@ class Dataset:
 
     # ------------------------------------------------------------ metadata
     def add_meta_scalar(self, name: str, data: int | float | np.generic) -> None:
-        """Append a scalar to metadata field ``name`` (all of one field share a dtype); TypeError
-        for more than one value or a type that is not a number."""
+        """Append a scalar to metadata field ``name`` (all of one field share a dtype): float32/64,
+        int8..int64, uint8..uint64 (SmartRedis's double, float, int32, int64, uint32, uint64 and
+        more); TypeError for more than one value or another type."""
         typecheck(name, "name", str)
         value = np.asarray(data)
         if value.size != 1:
             raise TypeError("add_meta_scalar takes one scalar value")
         value = value.reshape(())
-        if value.dtype.newbyteorder("=") not in DTYPE_CODES:
+        if value.dtype.newbyteorder("=") not in META_DTYPE_CODES:
             raise TypeError(f"metadata dtype {value.dtype} is not supported")
         if name in self._strings:
             raise BadArgumentError(f"metadata field {name!r} already holds strings")

@@ -396,6 +396,10 @@ def decode_i64(field: memoryview, what: str) -> int:
 
 META_SCALAR = 1
 META_STRING = 2
+#: Dtype codes of metadata scalars: the tensor codes plus SmartRedis's unsigned metadata types
+#: (``add_meta_scalar`` takes uint32 and uint64; tensors do not).
+META_DTYPE_CODES: dict[np.dtype, int] = {**DTYPE_CODES, np.dtype("uint32"): 9, np.dtype("uint64"): 10}
+CODE_META_DTYPES: dict[int, np.dtype] = {code: dt.newbyteorder("<") for dt, code in META_DTYPE_CODES.items()}
 
 
 def pack_metadata(scalars: dict[str, np.ndarray], strings: dict[str, list[str]]) -> bytes:
@@ -405,7 +409,7 @@ def pack_metadata(scalars: dict[str, np.ndarray], strings: dict[str, list[str]])
         raw = name.encode()
         arr = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
         out += [U32.pack(len(raw)), raw, U8.pack(META_SCALAR),
-                U8.pack(DTYPE_CODES[arr.dtype.newbyteorder("=")]), U32.pack(arr.size), arr.tobytes()]
+                U8.pack(META_DTYPE_CODES[arr.dtype.newbyteorder("=")]), U32.pack(arr.size), arr.tobytes()]
     for name, texts in strings.items():
         raw = name.encode()
         out += [U32.pack(len(raw)), raw, U8.pack(META_STRING), U32.pack(len(texts))]
@@ -444,9 +448,9 @@ def unpack_metadata(field: memoryview | bytes) -> tuple[dict[str, np.ndarray], d
         kind = take(1)[0]
         if kind == META_SCALAR:
             code = take(1)[0]
-            if code not in CODE_DTYPES:
+            if code not in CODE_META_DTYPES:
                 raise WireError(f"unknown dtype code {code} in dataset metadata")
-            dt = CODE_DTYPES[code]
+            dt = CODE_META_DTYPES[code]
             n = take_u32()
             scalars[name] = np.frombuffer(bytes(take(n * dt.itemsize)), dtype=dt).astype(dt.newbyteorder("="))
         elif kind == META_STRING:

@@ -18,6 +18,7 @@ import pytest
 
 import mpistage
 import mpistage.smartredis as smartredis
+from mpistage.protocol import pack_metadata, unpack_metadata
 from mpistage.smartredis import Client, ConfigOptions, Dataset, DatasetConverter, LogContext, error
 from mpistage.smartredis.util import Dtypes
 
@@ -129,14 +130,25 @@ def test_dataset_arguments_of_the_wrong_type_raise_type_error(method: str, args:
     (lambda c: c.set_model_from_file("m", "/no/such/model.pt", "TORCH"), FileNotFoundError),
     (lambda c: c.get_db_node_info(["tcp://127.0.0.1:6379"]), error.RedisReplyError),
     (lambda c: c.get_db_node_info(["shard:1"]), error.RedisReplyError),
-    (lambda c: c.flush_db(["shard:0"]), error.RedisReplyError),
-    (lambda c: c.config_set("maxmemory", "1gb", "shard:0"), error.RedisReplyError),
+    (lambda c: c.config_set("maxmemory", "1gb", "shard:0"), error.RedisReplyError),  # no settings in-process
+    (lambda c: c.flush_db(["shard:1"]), error.RedisReplyError),
     (lambda c: c.get_tensor("missing"), error.RedisKeyError),
     (lambda c: c.rename_tensor("missing", "x"), error.RedisReplyError),
 ])
 def test_value_errors_and_reply_errors_as_smartredis(client: Client, call, exc):
     with pytest.raises(exc):
         call(client)
+
+
+def test_flush_db_removes_every_key_of_the_shards(client: Client):
+    client.put_tensor("t", np.zeros(3))
+    ds = Dataset("d")
+    ds.add_tensor("x", np.ones(2))
+    client.put_dataset(ds)
+    client.append_to_list("l", ds)
+    client.flush_db(["shard:0"])
+    assert not any(client.key_exists(k) for k in ("t", "d", "l"))
+    assert client.get_db_node_info(["shard:0"])[0]["keys"] == 0
 
 
 def test_min_batch_size_without_timeout_warns(client: Client):
@@ -217,6 +229,8 @@ def test_dataset_types_dims_strings_and_converter(client: Client):
     ds.add_tensor("u", np.zeros((2, 3), np.float32))
     ds.add_meta_scalar("step", np.int32(4))
     ds.add_meta_scalar("dt", 0.5)
+    ds.add_meta_scalar("count", np.uint32(2**32 - 1))
+    ds.add_meta_scalar("big", np.uint64(2**64 - 1))
     ds.add_meta_string("units", "m/s")
     DatasetConverter.add_metadata_for_xarray(ds, "u", ["x", "y"], attr_names="units")
     client.put_dataset(ds)
@@ -224,6 +238,10 @@ def test_dataset_types_dims_strings_and_converter(client: Client):
     assert isinstance(back, Dataset)
     assert back.get_tensor_type("u") is np.float32 and back.get_tensor_dims("u") == [2, 3]
     assert back.get_metadata_field_type("step") is np.int32 and back.get_metadata_field_type("units") is str
+    assert back.get_metadata_field_type("count") is np.uint32 and back.get_metadata_field_type("big") is np.uint64
+    assert back.get_meta_scalars("big").tolist() == [2**64 - 1]
+    scalars, _ = unpack_metadata(pack_metadata(*back.metadata_arrays()))  # the wire codec keeps them
+    assert scalars["count"].dtype == np.uint32 and scalars["big"].tolist() == [2**64 - 1]
     assert back.get_meta_strings("_xarray_u_dim_names") == ["x,y"]
     assert back.get_meta_strings("_xarray_u_coord_names") == ["null"]
     assert "u: float32 [2, 3]" in str(back) and "fields" in repr(back)

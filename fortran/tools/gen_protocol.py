@@ -4,7 +4,7 @@
   codes, tags, flags, limits, magics and the session-setup tags, purposes and roles, from
   ``mpistage.protocol`` and ``mpistage.router``;
 * ``wire_dtypes.inc`` (``contains`` part of ``mpistage_wire``): ``dtype_size`` and ``dtype_name``,
-  from ``mpistage.protocol.DTYPE_CODES``;
+  from ``mpistage.protocol.META_DTYPE_CODES`` (the tensor codes and the metadata-only ones);
 * ``open_mpi_env.inc`` (``contains`` part of ``mpistage_link``): ``apply_open_mpi_defaults`` and
   ``started_by_mpiexec``, from ``mpistage.mpienv`` (what ``apply_defaults`` sets, and the
   singleton test on ``MPIEXEC_ENV_MARKERS``).
@@ -75,8 +75,8 @@ def _declare(ftype: str, items: list[str], per_line: int) -> str:
 
 
 def dtype_names() -> list[tuple[str, int]]:
-    """(numpy name, code) of every wire dtype, by code."""
-    return sorted(((dt.name, code) for dt, code in protocol.DTYPE_CODES.items()), key=lambda t: t[1])
+    """(numpy name, code) of every wire dtype (tensors' and metadata scalars'), by code."""
+    return sorted(((dt.name, code) for dt, code in protocol.META_DTYPE_CODES.items()), key=lambda t: t[1])
 
 
 def wire_constants() -> str:
@@ -92,7 +92,7 @@ def wire_constants() -> str:
     s += _params([(f"ST_{st.name}", int(st)) for st in protocol.Status])
     s += "  ! what a key names: a one-byte field (protocol.Kind)\n"
     s += _declare("character(len=1)", [f"KIND_{k.name} = {_text(chr(k))}" for k in protocol.Kind], 4)
-    s += "  ! dtype codes (protocol.DTYPE_CODES)\n"
+    s += "  ! dtype codes (protocol.META_DTYPE_CODES: DTYPE_CODES of tensors, then metadata-only ones)\n"
     s += _params([(f"DT_{name.upper()}", code) for name, code in dtype_names()])
     return s
 
@@ -100,7 +100,7 @@ def wire_constants() -> str:
 def wire_dtypes() -> str:
     s = HEAD.format(src="mpistage/protocol.py")
     by_size: dict[int, list[str]] = {}
-    for dt, _code in sorted(protocol.DTYPE_CODES.items(), key=lambda t: t[1]):
+    for dt, _code in sorted(protocol.META_DTYPE_CODES.items(), key=lambda t: t[1]):
         by_size.setdefault(dt.itemsize, []).append(f"DT_{dt.name.upper()}")
     s += "\n!> Bytes per element of a dtype code; 0 for an unknown code.\n"
     s += "integer function dtype_size(dtype)\n  integer, intent(in) :: dtype\n  select case (dtype)\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -75,6 +75,21 @@ class StoreBackend(Protocol):
 
     def close(self) -> None:
         """Say goodbye; later calls raise ServerUnreachableError."""
+
+
+@runtime_checkable
+class ServerAdmin(Protocol):
+    """Server management, for a store half with servers (SmartRedis's ``flush_db``,
+    ``config_get``, ``config_set``): shards are given by index."""
+
+    def flush_db(self, shards: Sequence[int]) -> None:
+        """Remove every key of every kind (models and scripts too) from each of ``shards``."""
+
+    def config_get(self, shard: int, pattern: str) -> dict[str, str]:
+        """The settings of ``shard`` whose names match the glob ``pattern``, as text."""
+
+    def config_set(self, shards: Sequence[int], name: str, value: str) -> None:
+        """Change setting ``name`` to ``value`` on each of ``shards``."""
 
 
 @dataclass(frozen=True)

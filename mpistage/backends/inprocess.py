@@ -11,7 +11,7 @@ its engine half is None, so ``Client``'s model and script calls raise BadArgumen
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,7 +20,7 @@ from ..dataset import Dataset
 from ..errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError
 from ..protocol import Kind, TensorDesc, describe
 from ..router import shard_of
-from .base import Backend, Into, StoreBackend
+from .base import Backend, Into, ServerAdmin, StoreBackend
 
 T = TypeVar("T")
 _NAMES = {Kind.TENSOR: "tensor", Kind.DATASET: "dataset", Kind.LIST: "list"}
@@ -49,7 +49,7 @@ def _stored(array: np.ndarray) -> np.ndarray:
     return contiguous.copy(order="K")
 
 
-class InProcessStore(StoreBackend):
+class InProcessStore(StoreBackend, ServerAdmin):
     """The store half in this process's memory, thread-safe (methods documented in
     :class:`~mpistage.backends.base.StoreBackend`)."""
 
@@ -163,6 +163,18 @@ class InProcessStore(StoreBackend):
 
     def flush(self) -> None:
         """Nothing to do: every put is stored when it returns."""
+
+    def flush_db(self, shards: Sequence[int]) -> None:
+        with self._lock:
+            for s in shards:
+                for table in self._shards[s].tables.values():
+                    table.clear()
+
+    def config_get(self, shard: int, pattern: str) -> dict[str, str]:
+        raise BadArgumentError("the in-process backend has no server settings")
+
+    def config_set(self, shards: Sequence[int], name: str, value: str) -> None:
+        raise BadArgumentError("the in-process backend has no server settings")
 
     def close(self) -> None:
         self.closed = True

@@ -31,7 +31,7 @@ from ..protocol import (
     unpack_metadata,
 )
 from ..router import shard_of
-from .base import Backend, EngineBackend, Into, ModelSpec, RunHandle, StoreBackend
+from .base import Backend, EngineBackend, Into, ModelSpec, RunHandle, ServerAdmin, StoreBackend
 
 ROUTE_CACHE_SIZE = 65536
 
@@ -75,7 +75,7 @@ class _Routed:
         return hit
 
 
-class MpiStore(_Routed, StoreBackend):
+class MpiStore(_Routed, StoreBackend, ServerAdmin):
     """The store half over the wire (methods documented in :class:`~mpistage.backends.base.StoreBackend`)."""
 
     def put_tensor(self, key: str, array: np.ndarray) -> None:
@@ -173,6 +173,21 @@ class MpiStore(_Routed, StoreBackend):
 
     def flush(self) -> None:
         """Nothing to do: every put is in the store when it returns."""
+
+    def flush_db(self, shards: Sequence[int]) -> None:
+        for s in shards:
+            self._conn.request(s, Op.FLUSH, [])
+
+    def config_get(self, shard: int, pattern: str) -> dict[str, str]:
+        def pairs(fields: list[memoryview]) -> dict[str, str]:
+            text = [bytes(f).decode() for f in fields]
+            return dict(zip(text[::2], text[1::2], strict=True))
+
+        return self._conn.request(shard, Op.CONFIG_GET, [pattern.encode()], read=pairs)
+
+    def config_set(self, shards: Sequence[int], name: str, value: str) -> None:
+        for s in shards:
+            self._conn.request(s, Op.CONFIG_SET, [name.encode(), value.encode()])
 
     def close(self) -> None:
         close_connection()

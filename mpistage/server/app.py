@@ -28,7 +28,7 @@ from ..protocol import PROTOCOL_VERSION, ROLE_SERVER
 from .control import ControlHandlers
 from .engine import InferenceEngine
 from .engine.runtime import add_engine_arguments, options_from
-from .handlers import StoreHandlers
+from .handlers import AdminHandlers, StoreHandlers
 from .links import DEFAULT_WINDOW_CAP, SETUP_SECONDS, ServerLink, WindowBudget
 from .loop import ProgressLoop
 from .memory import keep_freed_memory
@@ -110,6 +110,7 @@ class ShardServer:
                                        args.snapshot)
         handlers.update(self.engine.table(handlers))
         handlers.update(self.control.table())
+        handlers.update(AdminHandlers(self.shard, self.nshards, self.store, self.engine).table())
         self.budget = WindowBudget(args.window_cap)
         self.port: str | None = None
         self.accept_comm: Any = None

@@ -6,9 +6,12 @@ parts already read, and sends the :class:`Reply` back.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -211,3 +214,103 @@ class StoreHandlers:
         items = self.store.list_range(decode_key(list_f), decode_i64(start_f, "start"),
                                       decode_i64(end_f, "end"))
         return Reply(fields=[s.encode() for s in items])
+
+
+# ---------------------------------------------------------------- server management (SmartRedis)
+
+#: The largest run deadline a setting may give, in ms (the wire's u32 of RUN_MODEL's deadline).
+MAX_MODEL_TIMEOUT_MS = 2**32 - 1
+#: Redis's memory units (``CONFIG SET maxmemory 2gb``): k, m, g are powers of 1000, kb, mb, gb of 1024.
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+class EngineAdmin(Protocol):
+    """What the management handlers need of the inference engine (``engine.InferenceEngine``)."""
+
+    registry: Any  # .models and .scripts: name -> entry
+    runtimes: Any  # .options: the engine's RuntimeOptions (replaced, never changed in place)
+
+    def delete(self, kind: Kind, name: str) -> Reply: ...
+
+
+def parse_memory(text: str) -> int:
+    """Bytes of a Redis memory setting (``1000000``, ``100mb``, ``2gb``, ``0``: no cap)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", text.lower())
+    if not m or m.group(2) not in _MEMORY_UNITS:
+        raise BadArgumentError(f"maxmemory takes bytes, or a number with k, kb, m, mb, g or gb, not {text!r}")
+    return int(m.group(1)) * _MEMORY_UNITS[m.group(2)]
+
+
+def parse_timeout_ms(text: str) -> float:
+    """Seconds of a ``model-timeout`` setting given in milliseconds (as ``SR_MODEL_TIMEOUT``)."""
+    try:
+        ms = int(text.strip())
+    except ValueError:
+        raise BadArgumentError(f"model-timeout takes a whole number of milliseconds, not {text!r}") from None
+    if not 0 < ms <= MAX_MODEL_TIMEOUT_MS:
+        raise BadArgumentError(f"model-timeout must be 1..{MAX_MODEL_TIMEOUT_MS} ms, not {ms}")
+    return ms / 1000
+
+
+class AdminHandlers:
+    """FLUSH, CONFIG_GET and CONFIG_SET of one shard (SmartRedis's ``flush_db``, ``config_get``,
+    ``config_set``; docs/smartredis.md, "Server settings").
+
+    FLUSH removes every key of every kind on the shard: tensors, datasets, lists, and the
+    engine's models and scripts (RedisAI's keys are Redis keys, which FLUSHDB removes); a run
+    still waiting for a removed model fails with KeyNotFoundError. The settings are
+    ``maxmemory`` (bytes, 0: no cap; settable, Redis's units), ``model-timeout`` (ms, the
+    deadline of a run whose request carries none; settable) and, read-only, ``shards`` and
+    ``shard``. An unknown or read-only name given to CONFIG_SET raises BadArgumentError."""
+
+    SETTABLE = ("maxmemory", "model-timeout")
+
+    def __init__(self, shard: int, nshards: int, store: ShardStore, engine: EngineAdmin) -> None:
+        self.shard, self.nshards = shard, nshards
+        self.store = store
+        self.engine = engine
+
+    def table(self) -> dict[int, Handler]:
+        return {Op.FLUSH: self.flush, Op.CONFIG_GET: self.config_get, Op.CONFIG_SET: self.config_set}
+
+    def settings(self) -> dict[str, str]:
+        """Every setting by name, as text (Redis's CONFIG GET answers strings)."""
+        return {"maxmemory": str(self.store.max_bytes),
+                "model-timeout": str(round(self.engine.runtimes.options.model_timeout_s * 1000)),
+                "shards": str(self.nshards), "shard": str(self.shard)}
+
+    def flush(self, req: Request) -> Reply:
+        expect_fields(req, 0)
+        self.store.remove_all()
+        for name in list(self.engine.registry.models):
+            self.engine.delete(Kind.MODEL, name)
+        for name in list(self.engine.registry.scripts):
+            self.engine.delete(Kind.SCRIPT, name)
+        return Reply()
+
+    def config_get(self, req: Request) -> Reply:
+        """Fields: a glob (``*``, ``max*``), matched without regard to case, as Redis does. Reply:
+        (name, value) field pairs of the settings it matches (none: no fields)."""
+        (pattern_f,) = expect_fields(req, 1)
+        pattern = decode_key(pattern_f).lower()
+        fields: list[bytes] = []
+        for name, value in self.settings().items():
+            if fnmatch.fnmatchcase(name, pattern):
+                fields += [name.encode(), value.encode()]
+        return Reply(fields=fields)
+
+    def config_set(self, req: Request) -> Reply:
+        """Fields: name, value (UTF-8). ``maxmemory`` below what the shard holds keeps what it
+        holds and refuses puts (StoreFullError) until enough is deleted."""
+        name_f, value_f = expect_fields(req, 2)
+        name, value = decode_key(name_f).lower(), decode_key(value_f)
+        if name == "maxmemory":
+            self.store.max_bytes = parse_memory(value)
+        elif name == "model-timeout":
+            runtimes = self.engine.runtimes
+            runtimes.options = dataclasses.replace(runtimes.options, model_timeout_s=parse_timeout_ms(value))
+        elif name in self.settings():
+            raise BadArgumentError(f"config_set: {name!r} is read-only (settable: {', '.join(self.SETTABLE)})")
+        else:
+            raise BadArgumentError(f"config_set: unknown setting {name!r} (settable: {', '.join(self.SETTABLE)})")
+        return Reply()

@@ -11,7 +11,6 @@ shard, or ``"shard:<i>"`` for shard ``i``.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -204,32 +203,25 @@ class Client(_Client, SRObject):
         return out
 
     def flush_db(self, addresses: list[str]) -> None:
-        """Not available yet: mpistage's servers have no operation that removes every key
-        (docs/smartredis.md); raises RedisReplyError after checking ``addresses``."""
-        self._shards(addresses)
-        raise BadArgumentError("flush_db: mpistage's servers cannot remove every key yet; "
-                               "delete the keys, or restart the servers")
+        """Remove every key from the shards the addresses name: tensors, datasets, lists, models
+        and scripts (SmartRedis's FLUSHDB; RedisAI's models and scripts are keys too)."""
+        self.flush_shards(sorted(set(self._shards(addresses))))
 
     def config_get(self, expression: str, address: str) -> dict[str, str]:
-        """The settings of the shard at ``address`` whose names match the glob ``expression``:
-        ``maxmemory`` (bytes, 0: no cap), ``shards``, ``shard``."""
+        """The settings of the shard at ``address`` (the connection file: shard 0) whose names
+        match the glob ``expression``: ``maxmemory`` (bytes, 0: no cap), ``model-timeout`` (ms),
+        ``shards``, ``shard`` (docs/smartredis.md, "Server settings"); no match: ``{}``."""
         typecheck(expression, "expression", str)
         typecheck(address, "address", str)
-        shard = self._shards_of(address)[0]
-        info = self.get_server_info()[shard]
-        settings = {"maxmemory": str(info.get("max_bytes") or 0), "shards": str(self.nshards),
-                    "shard": str(shard)}
-        return {k: v for k, v in settings.items() if fnmatch.fnmatchcase(k, expression)}
+        return self.get_server_config(expression, self._shards_of(address)[0])
 
     def config_set(self, config_param: str, value: str, address: str) -> None:
-        """Not available: the servers take their settings when they start (``mpistage start
-        --server-args "--max-memory ..."``); raises RedisReplyError."""
+        """Change ``maxmemory`` or ``model-timeout`` on the shards ``address`` names (the
+        connection file: every shard); any other name raises RedisReplyError."""
         typecheck(config_param, "config_param", str)
         typecheck(value, "value", str)
         typecheck(address, "address", str)
-        self._shards_of(address)
-        raise BadArgumentError(f"config_set({config_param!r}): mpistage's servers take their settings "
-                               "at start (mpistage start --server-args)")
+        self.set_server_config(config_param, value, self._shards_of(address))
 
     def save(self, addresses: list[str] | None = None) -> list[str]:  # type: ignore[override]
         """Snapshot every shard to the servers' ``--snapshot`` directory (``addresses``, when

@@ -159,6 +159,17 @@ class ShardStore:
         return StoreContents(dict(self.tensors), dict(self.datasets),
                              {k: list(v) for k, v in self.lists.items()})
 
+    def remove_all(self) -> int:
+        """Remove every tensor, dataset and list (Redis's FLUSHDB on this shard); returns how many
+        keys there were. Their buffers go back to the allocator, as with :meth:`delete`."""
+        removed = self.nkeys
+        for table in (self.tensors, self.datasets, self.lists):
+            for obj in table.values():
+                self._drop(obj)
+            table.clear()
+        self.used_bytes = 0
+        return removed
+
     # ------------------------------------------------------------ generic key operations
     def get(self, kind: Kind, key: str) -> StoredTensor | StoredDataset | list[str]:
         table = self._table(kind)
