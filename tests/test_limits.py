@@ -1,18 +1,21 @@
 """Limits enforced before memory is spent: header range checks, descriptor dimensions and shape
 overflow, payload sizing before receipt, snapshots of any stored tensor, stale snapshot temporary
 files, the per-key overhead in the cap's accounting; and under real mpiexec the cap checked on a
-refused put's announced size, parts split into several messages, and a list's length limit."""
+refused put's announced size, parts split into several messages, and a list's length limit; the
+Fortran client's header limit and its payload parts split into several messages both ways."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from harness import run_mpmd
+from harness import ROOT, run, run_mpmd
 
 from mpistage.errors import BadArgumentError, StoreFullError
+from mpistage.jobs import server_command
 from mpistage.protocol import (
     MAX_DIMS,
     SEQ_MAX,
@@ -166,3 +169,18 @@ def test_cap_is_checked_before_a_refused_payload_is_received():
 def test_parts_travel_in_several_messages_and_lists_are_limited():
     out = run_mpmd("limits.py", app_args=["chunks"], timeout=180, env={"MPISTAGE_MESSAGE_BYTES": "100000"}).stdout
     assert "limits chunks OK" in out, out
+
+
+@pytest.mark.skipif(shutil.which("mpif90") is None, reason="needs mpif90 (gfortran + Open MPI)")
+def test_fortran_header_limit_and_parts_in_several_messages():
+    """fortran/tests/limits.f90: a header over MAX_HEADER_BYTES fails in the Fortran client with
+    the limit in its error (it is not sent: the server would discard it without a reply); then
+    tensors and a dataset go both ways as messages of at most MPISTAGE_MESSAGE_BYTES."""
+    run(["make", "-C", str(ROOT / "fortran"), "tests"], timeout=300)
+    exe = ROOT / "fortran" / "build" / "tests" / "limits"
+    out = run(["mpiexec", "-n", "1", *server_command(), ":", "-n", "1", str(exe)], timeout=120,
+              env={"MPISTAGE_MESSAGE_BYTES": "100000"}).stdout
+    assert "LIMITS header code=5 error=a request of 1100071 bytes (header and fields) is more than the " \
+           "limit 1048576: not sent" in out, out
+    assert "LIMITS done: 0 failures" in out, out
+    assert "discarded" not in out, out  # nothing over the limit reached the server

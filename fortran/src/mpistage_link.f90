@@ -76,6 +76,14 @@ module mpistage_link
       integer(c_int), value :: sig
       type(c_funptr), value :: handler
     end function
+    integer(c_int) function c_getpid() bind(c, name='getpid')
+      import :: c_int
+    end function
+    integer(c_int) function c_gethostname(name, size) bind(c, name='gethostname')
+      import :: c_int, c_char, c_size_t
+      character(kind=c_char), intent(out) :: name(*)
+      integer(c_size_t), value :: size
+    end function
     integer(c_int) function c_raise(sig) bind(c, name='raise')
       import :: c_int
       integer(c_int), value :: sig
@@ -91,6 +99,14 @@ module mpistage_link
 
   !> Connect mode: how long the job waits for shard 0's verdict on its hello (as the Python client).
   double precision, parameter :: VERDICT_SECONDS = 60d0
+
+  !> MPI's count is a C int: a payload part larger than this travels as several messages of at most
+  !> this many bytes (protocol.py MAX_MESSAGE_BYTES; less with $MPISTAGE_MESSAGE_BYTES, a testing knob).
+  integer(int64), parameter :: MAX_MESSAGE_BYTES = 2147483647_int64
+  integer(int64), save :: message_bytes = 0
+  !> Requests refused here before they were sent (their header was over MAX_HEADER_BYTES): the
+  !> header's size by seq; link_finish answers them with the error instead of waiting for a reply.
+  integer(int64), save :: refused(SEQ_MIN:SEQ_MAX) = 0
 
 contains
 
@@ -407,14 +423,16 @@ contains
   end subroutine
 
   !> Connect mode's hello (docs/protocol.md, "connect"): rank 0 sends {protocol version,
-  !> PURPOSE_CLIENT, the deployment secret} to shard 0 on `first` (HELLO_TAG) and waits at most
+  !> PURPOSE_CLIENT, the deployment secret, and when every rank runs on one host: NUL, the host's
+  !> name, NUL, each rank's pid as int32} to shard 0 on `first` (HELLO_TAG) and waits at most
   !> VERDICT_SECONDS for the verdict {int32 code, reason}; every rank gets the code (0: admitted).
   subroutine say_connect_hello(first, secret, verdict, reason)
     type(MPI_Comm), intent(in) :: first
     character(len=*), intent(in) :: secret
     integer, intent(out) :: verdict
     character(len=:), allocatable, intent(out) :: reason
-    integer(int8) :: hello(8 + len(secret)), answer(HELLO_MAX_BYTES)
+    integer(int8), allocatable :: hello(:)
+    integer(int8) :: answer(HELLO_MAX_BYTES)
     integer(int32) :: head(2)
     integer :: wrank, n, i
     logical :: done
@@ -423,13 +441,9 @@ contains
     type(MPI_Request) :: req
     type(MPI_Status) :: st
     call MPI_Comm_rank(MPI_COMM_WORLD, wrank)
+    call hello_bytes(secret, hello)
     head = [-1_int32, 0_int32]  ! code, reason length
     if (wrank == 0) then
-      hello(1:4) = transfer(int(PROTOCOL_VERSION, int32), hello(1:4))
-      hello(5:8) = transfer(int(PURPOSE_CLIENT, int32), hello(5:8))
-      do i = 1, len(secret)
-        hello(8 + i) = int(ichar(secret(i:i)), int8)
-      end do
       call MPI_Send(hello, size(hello), MPI_BYTE, 0, HELLO_TAG, first)
       call MPI_Irecv(answer, HELLO_MAX_BYTES, MPI_BYTE, 0, HELLO_TAG, first, req)
       deadline = MPI_Wtime() + VERDICT_SECONDS
@@ -455,6 +469,43 @@ contains
       reason(i:i) = achar(iand(int(answer(i + 4)), 255))
     end do
     if (verdict /= 0 .and. head(2) == 0) reason = 'no verdict within 60 s, or an unreadable one'
+  end subroutine
+
+  !> Collective over MPI_COMM_WORLD: the connect hello rank 0 sends (as mpistage/_mpi/links.py
+  !> ConnectHello); the host and pids are left out when the ranks run on several hosts or do not fit.
+  subroutine hello_bytes(secret, hello)
+    character(len=*), intent(in) :: secret
+    integer(int8), allocatable, intent(out) :: hello(:)
+    integer, parameter :: HOST_BYTES = 256
+    character(kind=c_char) :: name(HOST_BYTES)
+    integer(int8) :: host(HOST_BYTES)
+    integer(int8), allocatable :: hosts(:, :)
+    integer(int32) :: pid(1)
+    integer(int32), allocatable :: pids(:)
+    integer :: wrank, wsize, hl, i
+    call MPI_Comm_rank(MPI_COMM_WORLD, wrank)
+    call MPI_Comm_size(MPI_COMM_WORLD, wsize)
+    name = c_null_char
+    if (c_gethostname(name, int(HOST_BYTES - 1, c_size_t)) /= 0) name = c_null_char
+    host = transfer(name, host)
+    host(HOST_BYTES) = 0
+    pid(1) = int(c_getpid(), int32)
+    allocate(hosts(HOST_BYTES, wsize), pids(wsize))
+    call MPI_Gather(host, HOST_BYTES, MPI_BYTE, hosts, HOST_BYTES, MPI_BYTE, 0, MPI_COMM_WORLD)
+    call MPI_Gather(pid, 1, MPI_INTEGER4, pids, 1, MPI_INTEGER4, 0, MPI_COMM_WORLD)
+    allocate(hello(8 + len(secret)))
+    if (wrank /= 0) return
+    hello(1:4) = transfer(int(PROTOCOL_VERSION, int32), hello(1:4))
+    hello(5:8) = transfer(int(PURPOSE_CLIENT, int32), hello(5:8))
+    do i = 1, len(secret)
+      hello(8 + i) = int(ichar(secret(i:i)), int8)
+    end do
+    hl = findloc(host, 0_int8, dim=1) - 1
+    if (hl < 1 .or. size(hello) + 2 + hl + 4 * wsize > HELLO_MAX_BYTES) return
+    do i = 2, wsize
+      if (any(hosts(:, i) /= hosts(:, 1))) return
+    end do
+    hello = [hello, 0_int8, host(1:hl), 0_int8, transfer(pids, hello)]
   end subroutine
 
   !> Merged communicator and window (the hello has been said).
@@ -523,19 +574,46 @@ contains
     next_seq = next_seq + 1
     if (next_seq > SEQ_MAX) next_seq = SEQ_MIN
     call msg_finish(m, op, seq, payload_bytes, 0)
+    refused(seq) = 0
+    if (m%n > MAX_HEADER_BYTES) then  ! the server would discard it unanswered
+      refused(seq) = m%n
+      return
+    end if
     call MPI_Send(m%b, int(m%n), MPI_BYTE, shard, TAG_REQUEST, inter)
   end function
 
+  !> The largest message this process makes of a payload part.
+  integer(int64) function message_limit()
+    character(len=32) :: text
+    integer :: n, ios
+    if (message_bytes == 0) then
+      message_bytes = MAX_MESSAGE_BYTES
+      call get_environment_variable('MPISTAGE_MESSAGE_BYTES', text, n)
+      if (n > 0 .and. n <= len(text)) then
+        read (text(1:n), *, iostat=ios) message_bytes
+        if (ios /= 0) message_bytes = MAX_MESSAGE_BYTES
+        message_bytes = min(MAX_MESSAGE_BYTES, max(1_int64, message_bytes))
+      end if
+    end if
+    message_limit = message_bytes
+  end function
+
   !> Send one payload part of `nbytes` bytes at `ptr` for the request `seq` (on its payload tag,
-  !> TAG_PAYLOAD + seq).
+  !> TAG_PAYLOAD + seq), as messages of at most message_limit() bytes, in order.
   subroutine link_send_ptr(shard, seq, ptr, nbytes)
     integer, intent(in) :: shard, seq
     type(c_ptr), intent(in) :: ptr
     integer(int64), intent(in) :: nbytes
     integer(int8), pointer :: p(:)
-    if (nbytes <= 0) return
+    integer(int64) :: off, n
+    if (nbytes <= 0 .or. refused(seq) /= 0) return
     call c_f_pointer(ptr, p, [nbytes])
-    call MPI_Send(p, int(nbytes), MPI_BYTE, shard, TAG_PAYLOAD + seq, inter)
+    off = 0
+    do while (off < nbytes)
+      n = min(message_limit(), nbytes - off)
+      call MPI_Send(p(off + 1:off + n), int(n), MPI_BYTE, shard, TAG_PAYLOAD + seq, inter)
+      off = off + n
+    end do
   end subroutine
 
   !> Receive the reply to `seq`; a non-OK status sets the last error and returns its code.
@@ -547,6 +625,13 @@ contains
     integer :: n
     integer(int8), allocatable :: buf(:)
     character(len=:), allocatable :: err
+    if (refused(seq) /= 0) then
+      call set_error('a request of ' // int_str(refused(seq)) // ' bytes (header and fields) is more than the limit ' &
+           // int_str(int(MAX_HEADER_BYTES, int64)) // ': not sent')
+      refused(seq) = 0
+      code = SRParameterError
+      return
+    end if
     call MPI_Mprobe(shard, seq, inter, msg, status)
     call MPI_Get_count(status, MPI_BYTE, n)
     allocate(buf(n))
@@ -570,7 +655,8 @@ contains
   !> True when the reply to `seq` has arrived (link_finish will not wait).
   logical function link_test(shard, seq)
     integer, intent(in) :: shard, seq
-    call MPI_Iprobe(shard, seq, inter, link_test, MPI_STATUS_IGNORE)
+    link_test = refused(seq) /= 0
+    if (.not. link_test) call MPI_Iprobe(shard, seq, inter, link_test, MPI_STATUS_IGNORE)
   end function
 
   !> Receive one reply payload part into `nbytes` bytes at `ptr`.
@@ -581,14 +667,25 @@ contains
     integer(int8), pointer :: p(:)
     if (nbytes <= 0) return
     call c_f_pointer(ptr, p, [nbytes])
-    call MPI_Recv(p, int(nbytes), MPI_BYTE, shard, seq, inter, MPI_STATUS_IGNORE)
+    call link_recv_bytes(shard, seq, p)
   end subroutine
 
+  !> Receive one reply payload part into `buf`: as many messages as the server split it into
+  !> (each at most MAX_MESSAGE_BYTES), in order.
   subroutine link_recv_bytes(shard, seq, buf)
     integer, intent(in) :: shard, seq
     integer(int8), intent(inout) :: buf(:)
-    if (size(buf) == 0) return
-    call MPI_Recv(buf, size(buf), MPI_BYTE, shard, seq, inter, MPI_STATUS_IGNORE)
+    integer(int64) :: off, nbytes
+    integer :: got
+    type(MPI_Status) :: status
+    nbytes = size(buf, kind=int64)
+    off = 0
+    do while (off < nbytes)
+      call MPI_Recv(buf(off + 1:), int(min(MAX_MESSAGE_BYTES, nbytes - off)), MPI_BYTE, shard, seq, inter, status)
+      call MPI_Get_count(status, MPI_BYTE, got)
+      if (got <= 0) exit  ! an empty message would never end the part: nothing more comes
+      off = off + got
+    end do
   end subroutine
 
   !> A request without payload either way: send, wait, return the status code.
