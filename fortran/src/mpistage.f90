@@ -95,6 +95,7 @@ module mpistage
     procedure :: get_datasets_from_list, get_dataset_list_range
     procedure :: set_model_from_file, set_model, set_script_from_file, set_script
     procedure :: run_model, run_script, run_model_async, run_script_async, delete_model, delete_script
+    procedure :: get_model, get_script
     procedure :: set_data_source
     procedure :: get_num_shards
     include 'generated/client_decls.inc'
@@ -1140,6 +1141,72 @@ contains
     key = make_key(self, name, kind, .true.)  ! the data-source (SSKEYIN) prefix, as SmartRedis
     code = check_key(self, key)
     if (code == SRNoError) code = every_shard(OP_DELETE, keyed_msg(kind, key), nfailed)
+  end function
+
+  !> The bytes of model `name` (as set) into model(1:n), blanks after them; model shorter than
+  !> the model: SRBadAllocError. The data-source (SSKEYIN) prefix applies, as for run_model.
+  integer(enum_kind) function get_model(self, name, model) result(code)
+    class(client_type), intent(in) :: self
+    character(len=*), intent(in) :: name
+    character(len=*), intent(out) :: model
+    character(len=:), allocatable :: key
+    integer(int8), allocatable :: bytes(:)
+    type(msg_t) :: m
+    type(reply_t) :: r
+    integer :: s, seq
+    model = ' '
+    key = make_key(self, name, KIND_MODEL, .true.)
+    code = check_key(self, key)
+    if (code /= SRNoError) return
+    call msg_init(m)
+    call msg_add_str(m, key)
+    s = shard(key)
+    seq = link_start(s, OP_GET_MODEL, m, 0_int64)
+    code = link_finish(s, seq, r)
+    if (code /= SRNoError) return
+    allocate(bytes(r%payload_bytes))
+    if (r%payload_bytes > 0) call link_recv_bytes(s, seq, bytes)
+    code = fill_text(bytes, 'model "' // trim(name) // '"', model)
+  end function
+
+  !> The source of script `name` (as set) into script(1:n), blanks after it; script shorter
+  !> than the source: SRBadAllocError.
+  integer(enum_kind) function get_script(self, name, script) result(code)
+    class(client_type), intent(in) :: self
+    character(len=*), intent(in) :: name
+    character(len=*), intent(out) :: script
+    character(len=:), allocatable :: key
+    type(msg_t) :: m
+    type(reply_t) :: r
+    script = ' '
+    key = make_key(self, name, KIND_SCRIPT, .true.)
+    code = check_key(self, key)
+    if (code /= SRNoError) return
+    call msg_init(m)
+    call msg_add_str(m, key)
+    code = link_request(shard(key), OP_GET_SCRIPT, m, r)
+    if (code /= SRNoError) return
+    if (r%nfields /= 1) then
+      call set_error('malformed GET_SCRIPT reply')
+      code = SRInternalError
+      return
+    end if
+    code = fill_text(field_bytes(r, 1), 'script "' // trim(name) // '"', script)
+  end function
+
+  !> bytes into text(1:size(bytes)); SRBadAllocError when text is shorter.
+  integer(enum_kind) function fill_text(bytes, what, text) result(code)
+    integer(int8), intent(in) :: bytes(:)
+    character(len=*), intent(in) :: what
+    character(len=*), intent(inout) :: text
+    code = SRNoError
+    if (size(bytes) > len(text)) then
+      call set_error(what // ' has ' // int_str(int(size(bytes), int64)) // ' bytes, the argument holds ' // &
+           int_str(int(len(text), int64)))
+      code = SRBadAllocError
+      return
+    end if
+    if (size(bytes) > 0) text(1:size(bytes)) = bytes_str(bytes)
   end function
 
   ! ================================================================== ensemble prefixes

@@ -1,7 +1,7 @@
 !> A SmartRedis Fortran program built against mpistage: it uses only SmartRedis's modules and
 !> enum_fortran.inc (plus, for the MPMD one-line change, mpistage_comm_int). Puts and unpacks
-!> every type at ranks 1-4, datasets, lists, models, error codes and get_last_error; prints
-!> "SMARTREDIS FORTRAN OK <rank>". Args: a TorchScript model file (y = x + 1), the log file.
+!> every type at ranks 1-4, datasets, lists, models (get_model, get_script too), error codes and
+!> get_last_error; prints "SMARTREDIS FORTRAN OK <rank>". Args: a TorchScript model file (y = x + 1), the log file.
 program smartredis_program
   use mpi_f08
   use, intrinsic :: iso_fortran_env, only : int8, int16, int32, int64, real32, real64
@@ -252,6 +252,28 @@ program smartredis_program
     call check(client%run_model(key('net'), [key('in')], [key('out')]), 'run_model')
     call check(client%unpack_tensor(key('out'), y, shape(y)), 'unpack model output')
     call expect(all(y == x + 1), 'run_model output is input + 1')
+    block  ! get_model gives the bytes that were set, get_script the source (SmartRedis's calls)
+      character(len=:), allocatable :: file_bytes
+      character(len=200000) :: model
+      character(len=4) :: small
+      character(len=256) :: source
+      integer :: unit, nbytes
+      open (newunit=unit, file=trim(model_file), access='stream', form='unformatted', status='old')
+      inquire (unit=unit, size=nbytes)
+      allocate(character(len=nbytes) :: file_bytes)
+      read (unit) file_bytes
+      close (unit)
+      call check(client%get_model(key('net'), model), 'get_model')
+      call expect(model(1:nbytes) == file_bytes .and. len_trim(model(nbytes + 1:)) == 0, &
+           'get_model gives the bytes that were set')
+      call expect(client%get_model(key('net'), small) == SRBadAllocError, 'get_model into too short a string')
+      call check(client%set_script(key('scr'), 'CPU', 'def twice(x):' // new_line('a') // '    return 2 * x' // &
+           new_line('a')), 'set_script')
+      call check(client%get_script(key('scr'), source), 'get_script')
+      call expect(trim(source) == 'def twice(x):' // new_line('a') // '    return 2 * x' // new_line('a'), &
+           'get_script gives the source that was set')
+      call expect(client%get_script(key('never_stored'), source) == SRKeyError, 'get_script of a missing script')
+    end block
     call check(client%set_model_from_file_multigpu(key('gnet'), trim(model_file), 'TORCH', 0, 1), &
          'set_model_from_file_multigpu')
     call check(client%run_model_multigpu(key('gnet'), [key('in')], [key('gout')], rank, 0, 1), 'run_model_multigpu')
