@@ -1,7 +1,7 @@
 """A SmartRedis Fortran program (fortran/tests/smartredis_program.F90: only smartredis_* modules
 and enum_fortran.inc) built with ``mpistage-config --fflags/--flibs`` as a user would, run
 under mpiexec against Python servers in MPMD and in connect mode (SSDB naming the connection
-file, as SmartSim sets it)."""
+file, as SmartSim sets it; there it also reads a Python client's uint32/uint64 metadata)."""
 
 from __future__ import annotations
 
@@ -53,12 +53,20 @@ def test_smartredis_fortran_program_mpmd(built, tmp_path):
     check_output(result.stdout, log)
 
 
+#: A Python client's dataset with SmartRedis's unsigned metadata, for the Fortran program to read.
+PUT_UINT_METADATA = ("import numpy as np\nfrom mpistage.smartredis import Client, Dataset\n"
+                     "ds = Dataset('py_typed')\nds.add_meta_scalar('count', np.uint32(7))\n"
+                     "ds.add_meta_scalar('big', np.uint64(2**64 - 1))\nClient(None).put_dataset(ds)\n")
+
+
 def test_smartredis_fortran_program_connect_with_ssdb(built, tmp_path):
     """Connect mode as under SmartSim: a plain mpiexec with SSDB naming the connection file."""
     exe, model = built
     log = tmp_path / "sr.log"
     with started_servers(shards=1) as servers:
+        run([sys.executable, "-c", PUT_UINT_METADATA], 120, {"SSDB": str(servers.address)})
         uri = servers.dir / "ompi-server.uri"
         result = run(["mpiexec", "--ompi-server", f"file:{uri}", "-x", "SSDB", "-x", "SR_LOG_FILE", "-n", "2",
                       str(exe), str(model)], 180, {"SSDB": str(servers.address), "SR_LOG_FILE": str(log)})
     check_output(result.stdout, log)
+    assert result.stdout.count("UINT METADATA CHECKED") == 2, result.stdout

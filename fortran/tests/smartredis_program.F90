@@ -237,6 +237,21 @@ program smartredis_program
     call check(back%get_meta_scalars('step', steps), 'get_meta_scalars')
     call expect(size(steps) == 2 .and. steps(2) == 8.5_real64, 'meta scalars accumulate')
     call expect(index(back%to_string(), 'Tensor x') > 0, 'dataset to_string')
+    call check(client%dataset_exists('py_typed', exists), 'dataset_exists py_typed')
+    if (exists) then  ! connect mode: a Python client put uint32/uint64 metadata (Fortran has no unsigned)
+      block
+        type(dataset_type) :: typed
+        integer(int32), pointer :: counts(:)
+        call check(client%get_dataset('py_typed', typed), 'get_dataset of uint metadata')
+        call check(typed%get_metadata_field_type('count', ttype), 'get_metadata_field_type uint32')
+        call expect(ttype == meta_uint32, 'count is meta_uint32')
+        call check(typed%get_metadata_field_type('big', ttype), 'get_metadata_field_type uint64')
+        call expect(ttype == meta_uint64, 'big is meta_uint64')
+        call expect(typed%get_meta_scalars('count', counts) == SRTypeError, 'uint32 scalars into int32: SRTypeError')
+        call check(client%put_dataset(typed), 'put_dataset of uint metadata again')
+        print '(a)', 'UINT METADATA CHECKED'
+      end block
+    end if
     call back%print_dataset()
     do i = 1, 3
       call check(client%append_to_list(key('list'), ds), 'append_to_list')
