@@ -1149,20 +1149,11 @@ contains
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: name
     character(len=*), intent(out) :: model
-    character(len=:), allocatable :: key
     integer(int8), allocatable :: bytes(:)
-    type(msg_t) :: m
     type(reply_t) :: r
     integer :: s, seq
     model = ' '
-    key = make_key(self, name, KIND_MODEL, .true.)
-    code = check_key(self, key)
-    if (code /= SRNoError) return
-    call msg_init(m)
-    call msg_add_str(m, key)
-    s = shard(key)
-    seq = link_start(s, OP_GET_MODEL, m, 0_int64)
-    code = link_finish(s, seq, r)
+    code = code_request(self, name, KIND_MODEL, OP_GET_MODEL, s, seq, r)
     if (code /= SRNoError) return
     allocate(bytes(r%payload_bytes))
     if (r%payload_bytes > 0) call link_recv_bytes(s, seq, bytes)
@@ -1175,23 +1166,41 @@ contains
     class(client_type), intent(in) :: self
     character(len=*), intent(in) :: name
     character(len=*), intent(out) :: script
+    type(reply_t) :: r
+    integer :: s, seq
+    script = ' '
+    code = code_request(self, name, KIND_SCRIPT, OP_GET_SCRIPT, s, seq, r)
+    if (code /= SRNoError) return
+    if (r%nfields /= 1 .or. r%payload_bytes /= 0) then
+      call set_error('malformed GET_SCRIPT reply')
+      code = SRInternalError
+      if (r%payload_bytes > 0) call drain(s, seq, r%payload_bytes)
+      return
+    end if
+    code = fill_text(field_bytes(r, 1), 'script "' // trim(name) // '"', script)
+  end function
+
+  !> A request whose one field is the key of model or script `name` (the SSKEYIN prefix), to
+  !> that key's shard s; its reply in r (a payload, if any, then comes from shard s on tag seq).
+  integer(enum_kind) function code_request(self, name, kind, op, s, seq, r) result(code)
+    class(client_type), intent(in) :: self
+    character(len=*), intent(in) :: name
+    character(len=1), intent(in) :: kind
+    integer, intent(in) :: op
+    integer, intent(out) :: s, seq
+    type(reply_t), intent(out) :: r
     character(len=:), allocatable :: key
     type(msg_t) :: m
-    type(reply_t) :: r
-    script = ' '
-    key = make_key(self, name, KIND_SCRIPT, .true.)
+    s = -1
+    seq = -1
+    key = make_key(self, name, kind, .true.)
     code = check_key(self, key)
     if (code /= SRNoError) return
     call msg_init(m)
     call msg_add_str(m, key)
-    code = link_request(shard(key), OP_GET_SCRIPT, m, r)
-    if (code /= SRNoError) return
-    if (r%nfields /= 1) then
-      call set_error('malformed GET_SCRIPT reply')
-      code = SRInternalError
-      return
-    end if
-    code = fill_text(field_bytes(r, 1), 'script "' // trim(name) // '"', script)
+    s = shard(key)
+    seq = link_start(s, op, m, 0_int64)
+    code = link_finish(s, seq, r)
   end function
 
   !> bytes into text(1:size(bytes)); SRBadAllocError when text is shorter.
