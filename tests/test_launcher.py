@@ -150,6 +150,7 @@ def check_sweep(report: dict, fortran: bool) -> None:
     assert status["hang"] == "Failed" and report["hang_reason"] == "timeout after 4 s"
     assert status["stopme"] == "Cancelled"
     assert report["finished"] is True and report["db_after_close"] == "Cancelled"
+    assert "killed" not in report["db_stop"]["reason"], report["db_stop"]  # stopped within the bound
     assert report["configured"] == "value is 1.5 and ;unknown; stays\n"
     assert "member py_0 of 2 ranks wrote 1.5" in report["outputs"]["py_0"]
     assert sorted(report["callbacks"]) == sorted([*writers, "bad", "abort", "hang", "stopme"])
@@ -160,7 +161,7 @@ def check_sweep(report: dict, fortran: bool) -> None:
 @pytest.mark.timeout(170)
 def test_spawn_sweep(tmp_path: Path, fortran_member: str | None) -> None:
     report = sweep("spawn", tmp_path, fortran_member)
-    assert report["launcher"] == "spawn"
+    assert report["launcher"] == "spawn" and report["db_stop"]["returncode"] == 0, report["db_stop"]
     check_sweep(report, fortran_member is not None)
 
 

@@ -8,12 +8,15 @@ shard's windows stay under the cap; below 256 KiB per rank the job gets no windo
 payloads travel point-to-point (docs/engine.md, "Server memory").
 
 Server ranks spawned by a driver (the launcher's database, ``MPI_Comm_spawn``) stop when the driver
-sends them a stop on their parent intercommunicator, as they do on SIGTERM (docs/launcher.md).
+sends them a stop on their parent intercommunicator, as they do on SIGTERM, and end without an
+``MPI_Finalize`` that would wait for vanished jobs (docs/launcher.md, "The database").
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import os
 import sys
 import threading
 import time
@@ -38,6 +41,7 @@ from .store.snapshot import remove_stale_temporaries, restore_snapshot
 
 PEER_TIMEOUT_SECONDS = 60.0  # how long a shard waits for another shard to answer a transfer
 PARENT_POLL_SECONDS = 0.1  # how often a spawned shard looks for its driver's stop
+FINALIZE_SECONDS = 5.0  # a spawned shard's MPI_Finalize gets this long; then it exits (status 1)
 
 
 def parse_size(text: str) -> int:
@@ -114,6 +118,7 @@ class ShardServer:
         self.budget = WindowBudget(args.window_cap)
         self.port: str | None = None
         self.accept_comm: Any = None
+        self.spawned = self.MPI.Comm.Get_parent() != self.MPI.COMM_NULL  # by a driver (MPI_Comm_spawn)
 
     def open_port(self, address_path: str) -> None:
         MPI = self.MPI
@@ -127,9 +132,9 @@ class ShardServer:
     def watch_parent(self) -> None:
         """Spawned by a driver: end the loop (as SIGTERM does) when the driver's stop comes
         through the parent intercommunicator; a thread that looks every ``PARENT_POLL_SECONDS``."""
-        parent = self.MPI.Comm.Get_parent()
-        if parent == self.MPI.COMM_NULL:
+        if not self.spawned:
             return
+        parent = self.MPI.Comm.Get_parent()
 
         def watch() -> None:
             while not self.loop.stopping:
@@ -169,9 +174,32 @@ class ShardServer:
                     Path(address).unlink(missing_ok=True)
 
 
+def end_spawned(server: ShardServer) -> None:
+    """How a spawned shard ends MPI. ``MPI_Finalize`` frees every window still allocated, and the
+    windows of links dropped because their job vanished (``ServerLink.abandon``) are collective with
+    processes that are gone: Finalize would wait for good (seen: ``ompi_win_finalize`` -> the
+    ``osc_ucx`` barrier), and the launcher would SIGKILL the shard. So a shard that dropped links
+    exits 0 without Finalize (its work is done: the loop ended, snapshots are written); otherwise it
+    finalizes, and a Finalize still running after ``FINALIZE_SECONDS`` ends the process with
+    status 1 and the threads' tracebacks on stderr (faulthandler's watchdog needs no GIL, which
+    mpi4py holds in Finalize). ``mpiexec``'s servers are ended by ``mpiexec`` on SIGTERM instead."""
+    sys.stdout.flush()
+    if server.loop.dropped:
+        print(f"mpistage-server shard {server.shard}: exiting without MPI_Finalize: it would wait for the "
+              f"{len(server.loop.dropped)} dropped links' jobs, which are gone", file=sys.stderr, flush=True)
+        os._exit(0)
+    faulthandler.dump_traceback_later(FINALIZE_SECONDS, exit=True)
+    server.MPI.Finalize()
+    faulthandler.cancel_dump_traceback_later()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
     server = ShardServer(args)
     server.serve()
-    server.engine.exit_if_stuck(server.MPI.Finalize)  # a stuck model or script thread: exit without aborting
+    if not server.spawned:
+        server.engine.exit_if_stuck(server.MPI.Finalize)  # a stuck model or script thread: exit without aborting
+        return
+    server.engine.exit_if_stuck(lambda: end_spawned(server))
+    end_spawned(server)

@@ -94,6 +94,9 @@ report["reader_out"] = (reader.path / "reader.out").read_text()
 report["hang_reason"] = exp._jobs["hang"].reason
 report["summary"] = exp.summary()
 assert exp.get_status(db) == [Status.RUNNING]
+t0 = time.perf_counter()
 exp.close()
 report["db_after_close"] = db.status.value
+report["db_stop"] = {"seconds": time.perf_counter() - t0, "returncode": exp._db_job.returncode,
+                     "reason": exp._db_job.reason}
 print("REPORT " + json.dumps(report), flush=True)
