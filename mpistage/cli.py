@@ -5,6 +5,8 @@
     mpistage run --dir run/ -n 4 -- python app.py          # a client job that connects to them
     mpistage info --dir run/                               # per-shard statistics
     mpistage stop --dir run/
+    mpistage bridge export --dir run/ --name out --engine BP5 --path out.bp --tensors 'sim.*' --steps 1
+    mpistage bridge ingest --dir run/ --name sim --engine SST --path sim --prefix sim.
     mpistage experiment status exp/                        # members of an Experiment (launcher)
 """
 
@@ -162,6 +164,46 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """The ADIOS2 bridge in the servers (docs/adios2.md): open an export (and write ``--steps``
+    steps), write steps, start an ingest, or stop one; prints each reply as JSON."""
+    from .client import Client
+    from .errors import MpistageError
+
+    params = {}
+    for kv in args.param:
+        if "=" not in kv:
+            print(f"mpistage: --param {kv!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        key, value = kv.split("=", 1)
+        params[key] = value
+    if args.action in ("export", "ingest") and not (args.engine and args.path):
+        print(f"mpistage: bridge {args.action} needs --engine and --path", file=sys.stderr)
+        return 2
+    client = Client(address=str(Path(args.dir).resolve() / ADDRESS_FILE))
+    try:
+        if args.action == "export":
+            print(json.dumps({"paths": client.bridge_export(args.name, args.engine, args.path, args.tensors,
+                                                            args.datasets, params)}), flush=True)
+        elif args.action == "ingest":
+            client.bridge_ingest(args.name, args.engine, args.path, args.prefix, args.step_keys, args.variables,
+                                 args.timeout, args.steps, params)
+            print(json.dumps({"ingesting": args.path}), flush=True)
+        elif args.action == "stop":
+            for report in client.bridge_stop(args.name):
+                print(json.dumps(report), flush=True)
+        if args.action in ("export", "step"):
+            count = args.steps if args.steps is not None else (1 if args.action == "step" else 0)
+            for step in range(count):
+                if step:
+                    time.sleep(args.interval)
+                print(json.dumps(client.bridge_step(args.name)), flush=True)
+    except MpistageError as exc:
+        print(f"mpistage: bridge {args.action} {args.name!r}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_experiment_status(args: argparse.Namespace) -> int:
     """Print the state of an experiment from its directory (written by ``Experiment``)."""
     from .launcher.state import format_state, read_state
@@ -203,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="print each shard's statistics")
     s.add_argument("--dir", default="mpistage-run")
     s.set_defaults(fn=cmd_info)
+    s = sub.add_parser("bridge", help="ADIOS2 bridge in the servers: export keys, ingest a stream, stop")
+    s.add_argument("action", choices=["export", "step", "ingest", "stop"],
+                   help="export: open an export (and write --steps steps); step: write steps of an open export; "
+                        "ingest: start reading a stream into the store; stop: end an export or ingest")
+    s.add_argument("--dir", default="mpistage-run")
+    s.add_argument("--name", required=True, help="the bridge's name")
+    s.add_argument("--engine", choices=["BP5", "SST"], help="export, ingest: the ADIOS2 engine")
+    s.add_argument("--path", help="export, ingest: the file or stream (an export adds .shard<k>)")
+    s.add_argument("--param", action="append", default=[], metavar="K=V", help="an ADIOS2 engine parameter")
+    s.add_argument("--tensors", nargs="*", default=[], help="export: tensor keys or patterns ('sim.*')")
+    s.add_argument("--datasets", nargs="*", default=[], help="export: dataset keys or patterns")
+    s.add_argument("--steps", type=int, help="export (default 0), step (default 1): steps to write; ingest: at most")
+    s.add_argument("--interval", type=float, default=0.0, help="export, step: seconds between steps")
+    s.add_argument("--prefix", default="", help="ingest: prefix of the store keys")
+    s.add_argument("--step-keys", action="store_true", help="ingest: a key per step (<prefix><name>.<step>)")
+    s.add_argument("--variables", nargs="*", default=[], help="ingest: only these variables (names or patterns)")
+    s.add_argument("--timeout", type=float, default=60.0, help="ingest: seconds to wait for the writer and each step")
+    s.set_defaults(fn=cmd_bridge)
     s = sub.add_parser("experiment", help="inspect an experiment (mpistage.Experiment)")
     esub = s.add_subparsers(dest="experiment_cmd", required=True)
     e = esub.add_parser("status", help="status of every member, read from the experiment's directory")

@@ -22,8 +22,15 @@ from .backends import open_backend
 from .backends.base import Backend, RunHandle, ServerAdmin, StoreBackend
 from .client_engine import EngineClientMixin
 from .dataset import Dataset
-from .errors import BadArgumentError, KeyNotFoundError, ServerUnreachableError, UnknownChoiceError, typecheck
-from .protocol import Kind, TensorDesc, key_field
+from .errors import (
+    BadArgumentError,
+    KeyNotFoundError,
+    MpistageError,
+    ServerUnreachableError,
+    UnknownChoiceError,
+    typecheck,
+)
+from .protocol import Kind, Op, TensorDesc, key_field
 
 KEY_CACHE_SIZE = 65536
 #: The model backends SmartRedis knows; an unknown name is a TypeError, a known one that this
@@ -488,6 +495,89 @@ class Client(EngineClientMixin):
         if not name or not value:
             raise BadArgumentError("a setting needs a name and a value")
         self._admin().config_set(self._shard_indices(shards), name, value)
+
+    # ------------------------------------------------------------ the ADIOS2 bridge (in the server ranks)
+    def bridge_export(self, name: str, engine: str, path: str | os.PathLike[str], tensors: Sequence[str] = (),
+                      datasets: Sequence[str] = (), params: dict[str, str] | None = None,
+                      dimensions: dict[str, Sequence[str]] | None = None) -> list[str]:
+        """Open the export ``name`` on every shard: each shard writes the ``tensors`` and
+        ``datasets`` it holds (names, or ``fnmatch`` patterns such as ``"sim.*"``; keys as they
+        are, without ensemble prefixes) to its own ADIOS2 ``engine`` ("BP5" file or "SST"
+        stream) at ``<path>.shard<k>``, one step per :meth:`bridge_step`. ``params`` are ADIOS2
+        engine parameters (over the SST defaults of docs/adios2.md), ``dimensions`` the names of
+        a key's dimensions (xarray). ``path`` is made absolute here. Returns each shard's path.
+        Raises BadArgumentError (a bad argument, a name in use, a backend without servers) or
+        ServerRuntimeError (no ``adios2`` on the server ranks, the engine did not open); a shard
+        that had opened is stopped again."""
+        spec = {"engine": engine, "path": os.path.abspath(os.fspath(path)), "tensors": list(tensors),
+                "datasets": list(datasets), "params": dict(params or {}),
+                "dimensions": {k: list(v) for k, v in (dimensions or {}).items()}}
+        return [r["path"] for r in self._bridge_open(Op.BRIDGE_EXPORT, name, spec)]
+
+    def bridge_step(self, name: str) -> dict[str, Any]:
+        """Write one step of the export ``name``: every shard publishes the chosen keys it holds
+        now as one ADIOS2 step. Returns ``{"step": index, "tensors": [...], "datasets": [...],
+        "missing": [...]}`` (``missing``: names given plainly that no shard holds now; the step
+        is published without them). Raises BadArgumentError for an unknown export, or what a
+        shard's write raised (BadArgumentError: a key's dtype or rank changed)."""
+        replies = self._bridge(Op.BRIDGE_EXPORT, name, None)
+        return {"step": replies[0]["step"],
+                **{what: sorted(k for r in replies for k in r[what]) for what in ("tensors", "datasets", "missing")}}
+
+    def bridge_ingest(self, name: str, engine: str, path: str | os.PathLike[str], prefix: str = "",
+                      step_keys: bool = False, variables: Sequence[str] = (), timeout: float = 60.0,
+                      steps: int | None = None, params: dict[str, str] | None = None) -> None:
+        """Start the ingest ``name``: every shard reads the ADIOS2 ``engine`` ("SST" stream or
+        "BP5" file) at ``path`` (made absolute here), written by any ADIOS2 program, and stores
+        each step's variables (those in ``variables``, names or patterns, when given) as
+        tensors ``<prefix><name>``, overwritten at each step, or ``<prefix><name>.<step>`` with
+        ``step_keys``; each shard keeps the keys that route to it. Returns once every shard has
+        started (the stream is opened on the shards' threads, waiting up to ``timeout`` seconds
+        for the writer, as for each step). The ingest ends when the writer closes the stream,
+        after ``steps`` steps, or at :meth:`bridge_stop`, which reports how it went. An SST
+        writer should wait for every shard's reader (``RendezvousReaderCount`` = the number of
+        shards) so that no shard misses the first steps. Raises as :meth:`bridge_export`."""
+        typecheck(step_keys, "step_keys", bool)
+        spec = {"engine": engine, "path": os.path.abspath(os.fspath(path)), "prefix": prefix,
+                "step_keys": step_keys, "variables": list(variables), "timeout_s": timeout, "steps": steps,
+                "params": dict(params or {})}
+        self._bridge_open(Op.BRIDGE_INGEST, name, spec)
+
+    def bridge_stop(self, name: str) -> list[dict[str, Any]]:
+        """End the export or ingest ``name`` on every shard (an export closes its engine, so
+        readers reach the end of the stream; an ingest stops between steps). Returns each
+        shard's report: ``state`` ("stopped", "ended" when the writer closed the stream,
+        "failed"), ``steps``, ``problems`` (why it failed, variables it could not store...).
+        Raises BadArgumentError when no shard has a bridge ``name``."""
+        return self._bridge(Op.BRIDGE_STOP, name, None)
+
+    def _bridge(self, op: Op, name: str, spec: dict[str, Any] | None) -> list[dict[str, Any]]:
+        typecheck(name, "name", str)
+        key_field(name)
+        send = getattr(self._store, "bridge", None)
+        if send is None:
+            raise BadArgumentError(f"the ADIOS2 bridge runs in the server ranks: it needs the MPI backend "
+                                   f"(Client(backend='mpi')), not {self.backend!r}")
+        return send(op, name, spec)
+
+    def _bridge_open(self, op: Op, name: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+        """Open a bridge on every shard, all or nothing: when a shard fails, those that opened stop."""
+        try:
+            return self._bridge(op, name, spec)
+        except BadArgumentError as exc:
+            if "already" in str(exc):  # the name is in use: what runs under it is not ours to stop
+                raise
+            self._bridge_cleanup(name)
+            raise
+        except MpistageError:
+            self._bridge_cleanup(name)
+            raise
+
+    def _bridge_cleanup(self, name: str) -> None:
+        try:
+            self._bridge(Op.BRIDGE_STOP, name, None)
+        except MpistageError:
+            pass  # the shards that failed have no bridge of that name
 
     # ------------------------------------------------------------ ensembles (SmartRedis names)
     def set_data_source(self, source_id: str) -> None:

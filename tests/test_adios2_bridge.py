@@ -1,44 +1,40 @@
-"""The bridge end to end, driven by its command line against servers in connect mode: export
-store keys to a BP5 file read by stock adios2; ingest an SST stream that a plain-adios2 writer
-publishes into the store, checked by another client."""
+"""The ADIOS2 bridge in the server ranks, end to end against 2 started shards (connect mode):
+a BP5 export of 2 steps read by stock ``adios2.FileReader`` (each shard's file holds its keys),
+an SST export read by a stock ``adios2.Stream``, a stock SST writer's 3 steps ingested and read
+back with ``get_tensor``, BRIDGE_STOP's reports, and the same through ``mpistage bridge``."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import json
 
 import numpy as np
 import pytest
 
 adios2 = pytest.importorskip("adios2")
 
-from harness import PYTHON, run, script, started_servers  # noqa: E402
+from harness import PYTHON, run, started_servers  # noqa: E402
 
-BRIDGE = [PYTHON, "-m", "mpistage.backends.adios2_bridge"]
+from mpistage.router import shard_of  # noqa: E402
 
 
-def test_bridge_exports_to_bp5_and_ingests_sst(tmp_path):
+def test_bridge_exports_and_ingests(tmp_path):
     with started_servers(shards=2) as servers:
-        env = servers.client_env()
-        servers.run_singleton("adios2_bridge_check.py", ["seed"])
-        out = tmp_path / "export.bp"
-        run([*BRIDGE, "export", "--engine", "BP5", "--path", str(out), "--keys", "out.a",
-             "--datasets", "out.ds", "--steps", "2"], timeout=90, env=env)
-        with adios2.FileReader(str(out)) as fr:
-            assert fr.available_variables()["out.a"]["AvailableStepsCount"] == "2"
-            expected = np.arange(12, dtype=np.float32).reshape(3, 4)
-            np.testing.assert_array_equal(fr.read("out.a", step_selection=[1, 1]), expected)
-            assert fr.read_attribute_string("out.a/mpistage.order") == "F"
-            np.testing.assert_array_equal(fr.read("out.ds/t"), np.arange(5))
-            assert fr.read_attribute_string("out.ds/units") == "K"
+        assert "exported" in servers.run_singleton("adios2_bridge_check.py", ["export", str(tmp_path)],
+                                                   timeout=180).stdout
+        assert "ingested" in servers.run_singleton("adios2_bridge_check.py", ["ingest", str(tmp_path)],
+                                                   timeout=180).stdout
 
-        stream = tmp_path / "sim"
-        with ThreadPoolExecutor(2) as pool:
-            writer = pool.submit(run, [PYTHON, script("adios2_sst_peer.py"), "stock-writer", str(stream), "3"],
-                                 timeout=90, check=False)
-            bridge = pool.submit(run, [*BRIDGE, "ingest", "--engine", "SST", "--path", str(stream),
-                                       "--prefix", "in.", "--step-keys", "--keys", "u", "probe/p",
-                                       "--timeout", "30"], timeout=90, env=env, check=False)
-            writer, bridge = writer.result(), bridge.result()
-        assert writer.returncode == 0, writer.stdout
-        assert bridge.returncode == 0 and "ingested 3 steps" in bridge.stdout, bridge.stdout
-        assert "verified" in servers.run_singleton("adios2_bridge_check.py", ["verify"]).stdout
+        servers.run_singleton("adios2_bridge_check.py", ["seed"])
+        cli = [PYTHON, "-m", "mpistage.cli", "bridge"]
+        out = tmp_path / "cli.bp"
+        opened = run([*cli, "export", "--dir", str(servers.dir), "--name", "cli", "--engine", "BP5",
+                      "--path", str(out), "--tensors", "cli.a", "--steps", "2"], timeout=90)
+        steps = [json.loads(line) for line in opened.stdout.splitlines() if line.startswith("{")]
+        assert [s.get("step") for s in steps[1:]] == [0, 1] and steps[1]["tensors"] == ["cli.a"], opened.stdout
+        stopped = run([*cli, "stop", "--dir", str(servers.dir), "--name", "cli"], timeout=90)
+        assert [json.loads(line)["steps"] for line in stopped.stdout.splitlines()] == [2, 2], stopped.stdout
+        with adios2.FileReader(f"{out}.shard{shard_of('cli.a', 2)}") as fr:
+            assert fr.available_variables()["cli.a"]["AvailableStepsCount"] == "2"
+            np.testing.assert_array_equal(fr.read("cli.a"), np.arange(6, dtype=np.int32).reshape(2, 3))
+        missing = run([*cli, "stop", "--dir", str(servers.dir), "--name", "cli"], timeout=90, check=False)
+        assert missing.returncode == 1 and "no bridge 'cli'" in missing.stdout, missing.stdout

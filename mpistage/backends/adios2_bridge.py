@@ -1,100 +1,105 @@
-"""A bridge between the mpistage store and ADIOS2: export chosen keys of the store to a BP5 file
-or SST stream, one ADIOS2 step per export; ingest an SST stream (or BP5 file) written by a
-plain-adios2 program into the store, one store update per step.
+"""The ADIOS2 end of the servers' bridge (``mpistage/server/bridge.py``): an :class:`ExportWriter`
+publishes one ADIOS2 step of chosen store values, an :class:`IngestReader` reads the steps of a
+stream (or file) that a plain-adios2 program writes. Both wrap an :class:`Adios2Store`, so the
+layout is the ADIOS2 backend's (docs/adios2.md, "Layout").
 
-The bridge is a client of the store (any backend, normally "mpi") and an ADIOS2 engine of its
-own: the data goes store -> bridge -> ADIOS2 (or back). Driven by a call
-(:func:`export_step`, :func:`ingest`) or by the command line::
-
-    python -m mpistage.backends.adios2_bridge export --engine BP5 --path out.bp --keys u v \\
-        --datasets obs --steps 10 --interval 1.0
-    python -m mpistage.backends.adios2_bridge ingest --engine SST --path sim --prefix sim. --step-keys
-
-(the store is found as by ``Client()``: ``--address`` or ``$MPISTAGE_ADDRESS``).
+A shard imports this module (and with it ``adios2``) only when a bridge operation arrives.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping
 
-from ..client import Client
-from .adios2_config import DEFAULT_TIMEOUT_S, Adios2Options
-from .adios2_store import Adios2Store, EndOfStreamError
+import numpy as np
 
+from ..dataset import Dataset
+from ..errors import BadArgumentError
+from .adios2_config import Adios2Options
+from .adios2_store import Adios2Store, EndOfStreamError, StepTimeoutError
 
-def export_step(client: Client, writer: Adios2Store, keys: Sequence[str] = (),
-                datasets: Sequence[str] = ()) -> None:
-    """Copy tensors ``keys`` and datasets ``datasets`` from the store into one ADIOS2 step and
-    publish it. Raises KeyNotFoundError for a key the store lacks; ADIOS2 cannot take puts
-    back, so that step is still published, with what was put before the missing key."""
-    try:
-        for key in keys:
-            writer.put_tensor(key, client.get_tensor(key))
-        for name in datasets:
-            writer.put_dataset(name, client.get_dataset(name))
-    finally:
-        writer.flush()
+#: An ingest waits for a step in slices this long, so that a stop is seen between them.
+POLL_SLICE_S = 0.5
 
 
-def ingest(client: Client, reader: Adios2Store, prefix: str = "", step_keys: bool = False,
-           steps: int | None = None, only: Sequence[str] = ()) -> int:
-    """Put every variable of each ADIOS2 step (or those named in ``only``) into the store as
-    tensor ``<prefix><name>`` (``<prefix><name>.<step>`` with ``step_keys``), until the writer
-    ends the stream or ``steps`` steps are in. Returns how many steps were ingested; raises
-    StepTimeoutError when a step does not come within the reader's timeout."""
-    done = 0
-    while steps is None or done < steps:
+class ExportWriter:
+    """A writer of one ADIOS2 engine (``engine`` "BP5" or "SST", at ``path``); each
+    :meth:`write` is one step. Opening an SST writer whose ``params`` ask for readers
+    (``RendezvousReaderCount``) waits for them."""
+
+    def __init__(self, engine: str, path: str, params: Mapping[str, str],
+                 dimensions: Mapping[str, tuple[str, ...]]) -> None:
+        self.store = Adios2Store(Adios2Options(engine, path, "writer", params=dict(params),
+                                               dimensions=dict(dimensions)))
+
+    def write(self, tensors: Mapping[str, np.ndarray], datasets: Mapping[str, Dataset]) -> int:
+        """Put ``tensors`` and ``datasets`` in one step and publish it (an empty step when both
+        are empty, so that every shard's step ``n`` is the same export step); returns its index.
+        Raises what the ADIOS2 backend raises (BadArgumentError for a variable whose dtype or rank
+        changed, or metadata that changed); the step is published with what was put before."""
+        step = self.store.steps_done
+        self.store.begin_step()  # a step even when this shard has none of the keys: indices match
         try:
-            names = reader.variables()
-        except EndOfStreamError:
-            break
-        step = reader.current_step
+            for key, array in tensors.items():
+                self.store.put_tensor(key, array)
+            for name, dataset in datasets.items():
+                self.store.put_dataset(name, dataset)
+        finally:
+            self.store.flush()
+        return step
+
+    def close(self) -> None:
+        """Close the engine (readers then reach the end of the stream)."""
+        self.store.close()
+
+
+class IngestReader:
+    """A reader of one ADIOS2 engine; waits up to ``timeout_s`` for the writer at open and for
+    each step. Raises ServerUnreachableError at open when no writer appears in time."""
+
+    def __init__(self, engine: str, path: str, timeout_s: float, params: Mapping[str, str]) -> None:
+        self.timeout_s = timeout_s
+        #: variables that are not tensors (local arrays, strings), with why, by name
+        self.skipped: dict[str, str] = {}
+        opening = {"OpenTimeoutSecs": str(max(1, math.ceil(timeout_s))), **params}
+        self.store = Adios2Store(Adios2Options(engine, path, "reader", POLL_SLICE_S, opening))
+
+    def next_step(self, stopped: Callable[[], bool],
+                  key_of: Callable[[str, int], str | None]) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The next step's index and its variables, each under ``key_of(name, step)`` (variables
+        for which it gives None are not read); None when the writer has ended the stream or
+        ``stopped()`` turned true while waiting. Raises StepTimeoutError when no step comes within
+        ``timeout_s``. Variables that are not tensors are left out (see :attr:`skipped`). The step
+        stays open until :meth:`release`."""
+        waited = 0.0
+        while True:
+            if stopped():
+                return None
+            try:
+                names = self.store.variables()
+                break
+            except EndOfStreamError:
+                return None
+            except StepTimeoutError:
+                waited += POLL_SLICE_S
+                if waited >= self.timeout_s:
+                    raise StepTimeoutError(f"no step arrived on ADIOS2 {self.store.options.engine} "
+                                           f"{self.store.options.path!r} within {self.timeout_s} s") from None
+        step = self.store.current_step
+        chosen = {}
         for name in names:
-            if only and name not in only:
+            key = key_of(name, step)
+            if key is None:
                 continue
-            key = f"{prefix}{name}.{step}" if step_keys else f"{prefix}{name}"
-            client.put_tensor(key, reader.get_tensor(name))
-        reader.flush()
-        done += 1
-    return done
+            try:
+                chosen[key] = self.store.get_tensor(name)
+            except BadArgumentError as exc:  # a local array or a string variable: not a tensor
+                self.skipped[name] = str(exc)
+        return step, chosen
 
+    def release(self) -> None:
+        """End the step :meth:`next_step` opened."""
+        self.store.flush()
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The command line (see the module's docstring)."""
-    p = argparse.ArgumentParser(prog="python -m mpistage.backends.adios2_bridge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("direction", choices=["export", "ingest"])
-    p.add_argument("--engine", choices=["SST", "BP5"], required=True)
-    p.add_argument("--path", required=True, help="SST stream name or BP5 file")
-    p.add_argument("--address", help="the store's connection file (default: $MPISTAGE_ADDRESS)")
-    p.add_argument("--param", action="append", default=[], metavar="K=V", help="ADIOS2 engine parameter")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="ingest: seconds to wait per step")
-    p.add_argument("--steps", type=int, help="export: how many steps (default 1); ingest: at most")
-    p.add_argument("--keys", nargs="*", default=[], help="export: tensors; ingest: only these variables")
-    p.add_argument("--datasets", nargs="*", default=[], help="export: datasets")
-    p.add_argument("--interval", type=float, default=0.0, help="export: seconds between steps")
-    p.add_argument("--prefix", default="", help="ingest: prefix of the store keys")
-    p.add_argument("--step-keys", action="store_true", help="ingest: a key per step (<prefix><name>.<step>)")
-    args = p.parse_args(argv)
-    params = dict(kv.split("=", 1) for kv in args.param)
-    mode = "writer" if args.direction == "export" else "reader"
-    client = Client(address=args.address)
-    adios = Adios2Store(Adios2Options(args.engine, args.path, mode, args.timeout, params))
-    try:
-        if args.direction == "export":
-            for step in range(args.steps or 1):
-                if step:
-                    time.sleep(args.interval)
-                export_step(client, adios, args.keys, args.datasets)
-            print(f"exported {args.steps or 1} steps to {args.path}", flush=True)
-        else:
-            n = ingest(client, adios, args.prefix, args.step_keys, args.steps, args.keys)
-            print(f"ingested {n} steps from {args.path}", flush=True)
-    finally:
-        adios.close()
-
-
-if __name__ == "__main__":
-    main()
+    def close(self) -> None:
+        self.store.close()

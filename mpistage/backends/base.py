@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..dataset import Dataset
-from ..protocol import Kind, TensorDesc
+from ..protocol import Kind, Op, TensorDesc
 
 #: Given the stored tensor's descriptor, the array to fill (it may raise BadArgumentError).
 Into = Callable[[TensorDesc], np.ndarray]
@@ -75,6 +75,16 @@ class StoreBackend(Protocol):
 
     def close(self) -> None:
         """Say goodbye; later calls raise ServerUnreachableError."""
+
+
+class ServerBridge(Protocol):
+    """The ADIOS2 bridge in the server ranks (docs/adios2.md, "The bridge"), for a store half
+    with servers: ``Client``'s ``bridge_*`` methods need it (the MPI backend has it)."""
+
+    def bridge(self, op: Op, name: str, spec: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Send bridge operation ``op`` (BRIDGE_EXPORT, BRIDGE_INGEST, BRIDGE_STOP) for the bridge
+        ``name``, with ``spec`` (a JSON object) when given, to every shard at once; returns each
+        shard's JSON reply, in shard order. Raises the first shard's error after reading every reply."""
 
 
 @runtime_checkable

@@ -171,6 +171,21 @@ class MpiStore(_Routed, StoreBackend, ServerAdmin):
             self._conn.request(s, Op.SHUTDOWN, [])
         close_connection()
 
+    def bridge(self, op: Op, name: str, spec: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """See :class:`~mpistage.backends.base.ServerBridge`."""
+        fields = [key_field(name)] + ([json.dumps(spec).encode()] if spec is not None else [])
+        pendings = [self._conn.start(s, op, fields) for s in range(self._conn.nshards)]
+        replies: list[dict[str, Any]] = []
+        error: MpistageError | None = None
+        for pending in pendings:
+            try:
+                replies.append(self._conn.finish(pending, read=lambda f: json.loads(bytes(f[0]))))
+            except MpistageError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return replies
+
     def flush(self) -> None:
         """Nothing to do: every put is in the store when it returns."""
 

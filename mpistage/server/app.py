@@ -28,6 +28,7 @@ from .._mpi.connfile import Address, deployment_secret, write_address
 from .._mpi.links import LinkKind, hear_hello, setup_server_side, split_world
 from ..mpienv import mpi
 from ..protocol import PROTOCOL_VERSION, ROLE_SERVER
+from .bridge import BridgeHandlers
 from .control import ControlHandlers
 from .engine import InferenceEngine
 from .engine.runtime import add_engine_arguments, options_from
@@ -114,6 +115,8 @@ class ShardServer:
                                        args.snapshot)
         handlers.update(self.engine.table(handlers))
         handlers.update(self.control.table())
+        self.bridges = BridgeHandlers(self.shard, self.nshards, self.store, self.loop)  # ADIOS2 bridge
+        handlers.update(self.bridges.table())
         handlers.update(AdminHandlers(self.shard, self.nshards, self.store, self.engine).table())
         self.budget = WindowBudget(args.window_cap)
         self.port: str | None = None
@@ -165,6 +168,7 @@ class ShardServer:
             self.loop.run()
             stopped = True
         finally:
+            self.bridges.close()
             self.control.final_snapshot()
             self.engine.close()
             self.loop.shutdown_links(address)
