@@ -32,7 +32,8 @@ def test_bridge_exports_and_ingests(tmp_path):
         steps = [json.loads(line) for line in opened.stdout.splitlines() if line.startswith("{")]
         assert [s.get("step") for s in steps[1:]] == [0, 1] and steps[1]["tensors"] == ["cli.a"], opened.stdout
         stopped = run([*cli, "stop", "--dir", str(servers.dir), "--name", "cli"], timeout=90)
-        assert [json.loads(line)["steps"] for line in stopped.stdout.splitlines()] == [2, 2], stopped.stdout
+        reports = [json.loads(line) for line in stopped.stdout.splitlines() if line.startswith("{")]
+        assert [(r["state"], r["steps"]) for r in reports] == [("stopped", 2)] * 2, stopped.stdout
         with adios2.FileReader(f"{out}.shard{shard_of('cli.a', 2)}") as fr:
             assert fr.available_variables()["cli.a"]["AvailableStepsCount"] == "2"
             np.testing.assert_array_equal(fr.read("cli.a"), np.arange(6, dtype=np.int32).reshape(2, 3))

@@ -7,8 +7,8 @@ reads an ingested stream itself and keeps the variables whose store key routes t
 (docs/adios2.md, "The bridge", says why). ADIOS2 calls run on a bridge's own thread; the store is
 touched only on the loop thread (an export takes its values there; an ingest hands each step over
 with ``loop.call_soon`` and waits until it is stored before reading the next). ``adios2`` is
-imported when the first bridge operation arrives; without it the operation fails with
-ServerRuntimeError.
+imported on the first bridge's thread (it takes seconds: the package imports torch); without
+it a bridge operation fails with ServerRuntimeError.
 
 Wire (docs/adios2.md, "The bridge"): every request's first field is the bridge's name; every
 reply is one field of UTF-8 JSON.
@@ -21,6 +21,7 @@ reply is one field of UTF-8 JSON.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import queue
 import threading
@@ -65,13 +66,23 @@ def json_reply(value: Any) -> Reply:
     return Reply(fields=[json.dumps(value).encode()])
 
 
+NO_ADIOS2 = ("the ADIOS2 bridge needs the adios2 package on the server ranks "
+             "(pip install adios2, or mpistage's 'adios2' extra)")
+
+
+def _check_adios2() -> None:
+    """ServerRuntimeError now, on the loop thread, when ``adios2`` is not installed (found, not
+    imported: importing it takes seconds, as it imports torch, and happens on the bridge's thread)."""
+    if importlib.util.find_spec("adios2") is None:
+        raise ServerRuntimeError(NO_ADIOS2)
+
+
 def _adios2_side() -> Any:
-    """The ADIOS2 end of the bridge (imports ``adios2``); ServerRuntimeError without it."""
+    """The ADIOS2 end of the bridge (imports ``adios2``; called on a bridge's thread)."""
     try:
         from ..backends import adios2_bridge  # noqa: PLC0415 (adios2 is optional)
     except ImportError as exc:
-        raise ServerRuntimeError(f"the ADIOS2 bridge needs the adios2 package on the server ranks "
-                                 f"(pip install adios2, or mpistage's 'adios2' extra): {exc}") from exc
+        raise ServerRuntimeError(f"{NO_ADIOS2}: {exc}") from exc
     return adios2_bridge
 
 
@@ -224,10 +235,11 @@ class Export(_Bridge):
     def submit(self, job: Callable[[], None]) -> None:
         self._work.put(job)
 
-    def open(self, adios: Any, opened: Callable[[MpistageError | None], None]) -> None:
+    def open(self, opened: Callable[[MpistageError | None], None]) -> None:
         def work() -> None:
             try:
-                self.writer = adios.ExportWriter(self.engine, self.path, self.spec.params, self.spec.dimensions)
+                spec = self.spec
+                self.writer = _adios2_side().ExportWriter(self.engine, self.path, spec.params, spec.dimensions)
                 self.state = "open"
                 opened(None)
             except Exception as exc:  # reported to the caller; the export is then forgotten
@@ -270,8 +282,8 @@ class Ingest(_Bridge):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, adios: Any) -> None:
-        self._thread = threading.Thread(target=self._run, args=(adios,), name=f"mpistage-ingest-{self.name}",
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"mpistage-ingest-{self.name}",
                                         daemon=True)
         self._thread.start()
 
@@ -283,10 +295,10 @@ class Ingest(_Bridge):
         key = f"{spec.prefix}{name}.{step}" if spec.step_keys else f"{spec.prefix}{name}"
         return key if self.owned(key) else None
 
-    def _run(self, adios: Any) -> None:
+    def _run(self) -> None:
         reader = None
         try:
-            reader = adios.IngestReader(self.engine, self.path, self.spec.timeout_s, self.spec.params)
+            reader = _adios2_side().IngestReader(self.engine, self.path, self.spec.timeout_s, self.spec.params)
             self.state = "running"
             while self.spec.steps is None or self.steps < self.spec.steps:
                 got = reader.next_step(self._stop.is_set, self.key_of)
@@ -378,7 +390,7 @@ class BridgeHandlers:
             return self._export_step(req, name)
         spec = ExportSpec.parse(req.fields[1])
         self._free(name)
-        adios = _adios2_side()
+        _check_adios2()
         export = Export(name, spec, shard_path(spec.path, self.shard))
         self.bridges[name] = export
 
@@ -388,7 +400,7 @@ class BridgeHandlers:
                 return
             self.loop.call_soon(lambda: self._forget(name, export))
             self.loop.defer(req, Reply.error(error))
-        export.open(adios, opened)
+        export.open(opened)
         return None
 
     def _forget(self, name: str, bridge: _Bridge) -> None:
@@ -445,11 +457,11 @@ class BridgeHandlers:
         name = self._name(req, (2,))
         spec = IngestSpec.parse(req.fields[1])
         self._free(name)
-        adios = _adios2_side()
+        _check_adios2()
         ingest = Ingest(name, spec, lambda key: shard_of(key, self.nshards) == self.shard,
                         self.loop.call_soon, self._store_step)
         self.bridges[name] = ingest
-        ingest.start(adios)
+        ingest.start()
         return json_reply({"shard": self.shard, "path": spec.path})
 
     def _store_step(self, ingest: Ingest, arrays: dict[str, np.ndarray]) -> None:
