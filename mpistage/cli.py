@@ -190,7 +190,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
                                  args.timeout, args.steps, params)
             print(json.dumps({"ingesting": args.path}), flush=True)
         elif args.action == "stop":
-            for report in client.bridge_stop(args.name):
+            for report in client.bridge_stop(args.name, args.wait):
                 print(json.dumps(report), flush=True)
         if args.action in ("export", "step"):
             count = args.steps if args.steps is not None else (1 if args.action == "step" else 0)
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--step-keys", action="store_true", help="ingest: a key per step (<prefix><name>.<step>)")
     s.add_argument("--variables", nargs="*", default=[], help="ingest: only these variables (names or patterns)")
     s.add_argument("--timeout", type=float, default=60.0, help="ingest: seconds to wait for the writer and each step")
+    s.add_argument("--wait", type=float, default=0.0,
+                   help="stop: seconds an ingest may run on until its stream ends by itself")
     s.set_defaults(fn=cmd_bridge)
     s = sub.add_parser("experiment", help="inspect an experiment (mpistage.Experiment)")
     esub = s.add_subparsers(dest="experiment_cmd", required=True)

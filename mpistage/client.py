@@ -543,13 +543,16 @@ class Client(EngineClientMixin):
                 "params": dict(params or {})}
         self._bridge_open(Op.BRIDGE_INGEST, name, spec)
 
-    def bridge_stop(self, name: str) -> list[dict[str, Any]]:
+    def bridge_stop(self, name: str, wait: float = 0.0) -> list[dict[str, Any]]:
         """End the export or ingest ``name`` on every shard (an export closes its engine, so
-        readers reach the end of the stream; an ingest stops between steps). Returns each
-        shard's report: ``state`` ("stopped", "ended" when the writer closed the stream,
-        "failed"), ``steps``, ``problems`` (why it failed, variables it could not store...).
-        Raises BadArgumentError when no shard has a bridge ``name``."""
-        return self._bridge(Op.BRIDGE_STOP, name, None)
+        readers reach the end of the stream; an ingest stops between steps, after running on
+        for up to ``wait`` seconds until its stream ends by itself: ``wait`` drains a stream
+        whose writer is finishing). Returns each shard's report: ``state`` ("stopped", "ended"
+        when the writer closed the stream and every step was stored, "failed"), ``steps``,
+        ``problems`` (why it failed, variables it could not store...). Raises
+        BadArgumentError when no shard has a bridge ``name``."""
+        typecheck(wait, "wait", (int, float))
+        return self._bridge(Op.BRIDGE_STOP, name, {"wait_s": float(wait)} if wait else None)
 
     def _bridge(self, op: Op, name: str, spec: dict[str, Any] | None) -> list[dict[str, Any]]:
         typecheck(name, "name", str)

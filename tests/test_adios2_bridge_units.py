@@ -59,6 +59,8 @@ def test_a_shard_without_adios2_refuses_clearly(monkeypatch):
         handlers.stop(request(Op.BRIDGE_STOP, "b", None))
     with pytest.raises(BadArgumentError, match="no export 'b'"):
         handlers.export(request(Op.BRIDGE_EXPORT, "b", None))
+    with pytest.raises(BadArgumentError, match="'wait_s' must be a number of seconds"):
+        handlers.stop(request(Op.BRIDGE_STOP, "b", {"wait_s": -1}))
 
 
 def test_backends_without_servers_refuse_the_bridge():

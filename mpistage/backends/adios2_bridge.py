@@ -59,6 +59,8 @@ class IngestReader:
 
     def __init__(self, engine: str, path: str, timeout_s: float, params: Mapping[str, str]) -> None:
         self.timeout_s = timeout_s
+        #: whether the writer has ended the stream (and every step was read)
+        self.ended = False
         #: variables that are not tensors (local arrays, strings), with why, by name
         self.skipped: dict[str, str] = {}
         opening = {"OpenTimeoutSecs": str(max(1, math.ceil(timeout_s))), **params}
@@ -67,20 +69,21 @@ class IngestReader:
     def next_step(self, stopped: Callable[[], bool],
                   key_of: Callable[[str, int], str | None]) -> tuple[int, dict[str, np.ndarray]] | None:
         """The next step's index and its variables, each under ``key_of(name, step)`` (variables
-        for which it gives None are not read); None when the writer has ended the stream or
-        ``stopped()`` turned true while waiting. Raises StepTimeoutError when no step comes within
-        ``timeout_s``. Variables that are not tensors are left out (see :attr:`skipped`). The step
-        stays open until :meth:`release`."""
+        for which it gives None are not read); None when the writer has ended the stream
+        (:attr:`ended`) or ``stopped()`` is true while no step is ready. Raises StepTimeoutError
+        when no step comes within ``timeout_s``. Variables that are not tensors are left out (see
+        :attr:`skipped`). The step stays open until :meth:`release`."""
         waited = 0.0
         while True:
-            if stopped():
-                return None
             try:
                 names = self.store.variables()
                 break
             except EndOfStreamError:
+                self.ended = True
                 return None
             except StepTimeoutError:
+                if stopped():
+                    return None
                 waited += POLL_SLICE_S
                 if waited >= self.timeout_s:
                     raise StepTimeoutError(f"no step arrived on ADIOS2 {self.store.options.engine} "

@@ -16,7 +16,8 @@ reply is one field of UTF-8 JSON.
 - ``BRIDGE_EXPORT [name, spec]`` opens an export (reply when the writer is open);
   ``BRIDGE_EXPORT [name]`` writes one step (reply when it is published).
 - ``BRIDGE_INGEST [name, spec]`` starts an ingest (reply at once; the stream is opened on its thread).
-- ``BRIDGE_STOP [name]`` ends either (reply with its report when its thread is done).
+- ``BRIDGE_STOP [name]`` or ``[name, {"wait_s": s}]`` ends either (an ingest may first run on
+  for up to ``s`` seconds until its stream ends by itself); reply with its report when done.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from .store import ShardStore, StoredTensor
 MAX_PENDING_STEPS = 4
 #: How long a shard that is shutting down waits for each bridge's thread.
 CLOSE_SECONDS = 10.0
+#: The longest a stop may wait for an ingest to end by itself.
+MAX_STOP_WAIT_S = 3600.0
 #: How many problems (variables not stored) a bridge's report keeps.
 MAX_PROBLEMS = 16
 ENGINES = ("BP5", "SST")
@@ -207,7 +210,9 @@ class _Bridge:
         return {"name": self.name, "kind": self.kind, "engine": self.engine, "path": self.path,
                 "state": self.state, "steps": self.steps, "problems": list(self.problems)}
 
-    def stop(self, done: Callable[[], None]) -> None:
+    def stop(self, done: Callable[[], None], wait_s: float = 0.0) -> None:
+        """End the bridge on its thread, then call ``done``; an ingest first waits up to ``wait_s``
+        seconds for its stream to end by itself."""
         raise NotImplementedError
 
     def join(self, timeout: float) -> None:
@@ -247,7 +252,7 @@ class Export(_Bridge):
                 opened(_as_error(exc, f"opening ADIOS2 {self.engine} {self.path!r}"))
         self.submit(work)
 
-    def stop(self, done: Callable[[], None]) -> None:
+    def stop(self, done: Callable[[], None], wait_s: float = 0.0) -> None:
         def work() -> None:
             try:
                 if self.writer is not None:
@@ -302,7 +307,7 @@ class Ingest(_Bridge):
             self.state = "running"
             while self.spec.steps is None or self.steps < self.spec.steps:
                 got = reader.next_step(self._stop.is_set, self.key_of)
-                if got is None:
+                if got is None or self._stop.is_set():
                     break
                 self.last_step, arrays = got
                 stored = threading.Event()
@@ -315,7 +320,7 @@ class Ingest(_Bridge):
                 for name, why in reader.skipped.items():
                     self.problem(f"variable {name!r} not ingested: {why}")
                 reader.skipped.clear()
-            self.state = "stopped" if self._stop.is_set() else "ended"
+            self.state = "ended" if reader.ended else "stopped"
         except Exception as exc:  # the report says why the ingest ended
             self.state = "failed"
             self.problem(str(_as_error(exc, f"ingesting ADIOS2 {self.engine} {self.path!r}")))
@@ -334,10 +339,10 @@ class Ingest(_Bridge):
         finally:
             stored.set()
 
-    def stop(self, done: Callable[[], None]) -> None:
-        self._stop.set()
-
+    def stop(self, done: Callable[[], None], wait_s: float = 0.0) -> None:
         def wait() -> None:
+            self.join(wait_s)  # the stream may end by itself meanwhile (state "ended")
+            self._stop.set()
             self.join(CLOSE_SECONDS + self.spec.timeout_s)
             done()
         threading.Thread(target=wait, name=f"mpistage-ingest-stop-{self.name}", daemon=True).start()
@@ -479,11 +484,15 @@ class BridgeHandlers:
 
     # ------------------------------------------------------------ stop
     def stop(self, req: Request) -> None:
-        name = self._name(req, (1,))
+        name = self._name(req, (1, 2))
+        wait = _spec(req.fields[1], {"wait_s"}).get("wait_s", 0.0) if len(req.fields) == 2 else 0.0
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_STOP_WAIT_S:
+            raise BadArgumentError(f"bridge stop field 'wait_s' must be a number of seconds in [0, "
+                                   f"{MAX_STOP_WAIT_S}], not {wait!r}")
         bridge = self.bridges.pop(name, None)
         if bridge is None:
             raise BadArgumentError(f"no bridge {name!r} on shard {self.shard}")
-        bridge.stop(lambda: self.loop.defer(req, json_reply({"shard": self.shard, **bridge.report()})))
+        bridge.stop(lambda: self.loop.defer(req, json_reply({"shard": self.shard, **bridge.report()})), float(wait))
 
     def close(self) -> None:
         """At shutdown: stop every bridge and wait (bounded) for their threads."""

@@ -2,7 +2,8 @@
 the servers' ADIOS2 bridge and checks what comes out with stock adios2.
 
     adios2_bridge_check.py export DIR   # BP5 export of 2 steps, read by adios2.FileReader; SST export
-    adios2_bridge_check.py ingest DIR   # a stock SST writer's 3 steps ingested, read with get_tensor
+    adios2_bridge_check.py ingest DIR   # a stock SST writer's 3 steps ingested, read with get_tensor;
+                                        # then the export's BP5 file (run export first)
     adios2_bridge_check.py seed         # put cli.a for the command-line export
 """
 
@@ -131,12 +132,20 @@ def ingest(client: Client, out: Path) -> None:
         if writer.poll() is None:
             writer.kill()
     assert client.poll_tensor("in.u.2", 100, 300) and client.poll_tensor("in.probe/p.2", 100, 300)
-    reports = client.bridge_stop("sim")
+    reports = client.bridge_stop("sim", wait=30)  # the shards finish the stream the writer closed
     assert [(r["state"], r["steps"]) for r in reports] == [("ended", 3)] * NSHARDS, reports
     for step in range(3):
         np.testing.assert_array_equal(client.get_tensor(f"in.u.{step}"), field(step))
         np.testing.assert_array_equal(client.get_tensor(f"in.probe/p.{step}"), np.full(2, step, np.float32))
     assert not client.tensor_exists("in.f.0") and not client.tensor_exists("in.u.3")
+
+    # a BP5 file (the export's, run before this): its steps in turn under one key, the last one stays
+    client.bridge_ingest("file", "BP5", out / f"store.bp.shard{shard_of('out.b', NSHARDS)}", prefix="again.",
+                         variables=["out.b"], timeout=30)
+    assert client.poll_tensor("again.out.b", 100, 300)
+    reports = client.bridge_stop("file", wait=30)
+    assert {(r["state"], r["steps"]) for r in reports} == {("ended", 2)}, reports
+    np.testing.assert_array_equal(client.get_tensor("again.out.b"), tensors(1)["out.b"])
     print("ingested", flush=True)
 
 
