@@ -23,7 +23,6 @@ SLOW: tuple[str, ...] = (
     "tests/test_adios2_decomp.py",  # 8 s, 4 ranks
     "tests/test_dead_clients.py",  # 72 s
     "tests/test_engine.py",  # 154 s
-    "tests/test_fuzz.py",  # 47 s
     "tests/test_smartredis_fortran.py",  # 17 s (Fortran and SmartRedis have their fast checks)
     "tests/test_soak.py",  # 71 s
     # ADIOS2 SST: one round trip (mpistage writer, stock reader) stays fast.
