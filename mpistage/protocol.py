@@ -46,6 +46,9 @@ HELLO_TAG = 4245
 HELLO_MAX_BYTES = 1024
 PURPOSE_CLIENT = 0
 PURPOSE_STOP = 1
+#: re-arm shard 0's accept (answered, nothing else happens): MPI_Comm_accept fails for good after
+#: ~5 min idle on Open MPI 4 (a PMIx lookup times out), so the servers re-arm it themselves (server/wake.py)
+PURPOSE_REARM = 2
 ROLE_SERVER = 0
 ROLE_APP = 1
 

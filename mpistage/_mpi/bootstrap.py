@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ServerUnreachableError
 from ..mpienv import mpi
-from ..protocol import PURPOSE_CLIENT, PURPOSE_STOP, ROLE_APP, WIDEN_TAG
+from ..protocol import PURPOSE_CLIENT, ROLE_APP, WIDEN_TAG
 from .connection import ServerConnection
 from .connfile import ADDRESS_ENV, Address, connect_lock, launched_by_mpiexec, prepare_singleton, read_address
 from .links import (
@@ -74,7 +74,7 @@ def connect(address: Address, comm: Any, purpose: int = PURPOSE_CLIENT) -> Any |
     """Collective over ``comm``: connect to the servers; returns the intercommunicator whose
     remote rank ``i`` is shard ``i`` (None after an admitted stop hello). Call it inside
     :func:`connect_lock`. Raises :class:`ServerUnreachableError` when shard 0 refuses the hello
-    (a wrong secret, a stop it does not allow).
+    (a wrong secret, a stop it does not allow). A stop or re-arm hello ends at its verdict (None).
 
     Only shard 0 accepts (``MPI_Comm_accept`` on ``MPI_COMM_SELF``: a collective accept keeps
     every other shard's accept thread spinning, a core each); after the hello and its verdict, the
@@ -89,7 +89,7 @@ def connect(address: Address, comm: Any, purpose: int = PURPOSE_CLIENT) -> Any |
     if code != ADMITTED:
         first.Free()  # not Disconnect: shard 0 has let go of it already
         raise ServerUnreachableError(f"the servers refused this job: {reason}")
-    if purpose == PURPOSE_STOP:
+    if purpose != PURPOSE_CLIENT:
         first.Free()
         return None
     bridge = first.Merge(True)

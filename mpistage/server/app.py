@@ -39,6 +39,7 @@ from .memory import keep_freed_memory
 from .peer import PeerClient
 from .store import ShardStore
 from .store.snapshot import remove_stale_temporaries, restore_snapshot
+from .wake import DEFAULT_REARM_SECONDS, AcceptRearmer
 
 PEER_TIMEOUT_SECONDS = 60.0  # how long a shard waits for another shard to answer a transfer
 PARENT_POLL_SECONDS = 0.1  # how often a spawned shard looks for its driver's stop
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "has no window (its payloads go point-to-point)")
     p.add_argument("--payload-timeout", type=float, default=10.0,
                    help="seconds to wait for an announced payload before answering an error")
+    p.add_argument("--accept-rearm", type=float, default=DEFAULT_REARM_SECONDS,
+                   help="connect mode: seconds between shard 0's re-arms of its idle accept (Open MPI 4's accept "
+                        "fails for good after ~5 min idle); 0 = never (default 120)")
     p.add_argument("--setup-timeout", type=float, default=SETUP_SECONDS["value"],
                    help="connect mode: seconds a connecting job has for its hello, and then for session setup; "
                         "past them it is let go or the setup abandoned (a job killed mid-connect) and "
@@ -121,6 +125,7 @@ class ShardServer:
         self.budget = WindowBudget(args.window_cap)
         self.port: str | None = None
         self.accept_comm: Any = None
+        self.rearmer: AcceptRearmer | None = None
         self.spawned = self.MPI.Comm.Get_parent() != self.MPI.COMM_NULL  # by a driver (MPI_Comm_spawn)
 
     def open_port(self, address_path: str) -> None:
@@ -131,6 +136,9 @@ class ShardServer:
             write_address(address_path, Address(self.port, self.nshards, PROTOCOL_VERSION,
                                                 self.args.ompi_server_uri, secret=deployment_secret()))
         self.loop.start_accepting(self.accept_comm, self.port, self.args.rma_slot, self.budget)
+        if self.shard == 0 and self.args.accept_rearm > 0:
+            self.rearmer = AcceptRearmer(address_path, self.args.accept_rearm)
+            self.rearmer.start()
 
     def watch_parent(self) -> None:
         """Spawned by a driver: end the loop (as SIGTERM does) when the driver's stop comes
@@ -168,6 +176,8 @@ class ShardServer:
             self.loop.run()
             stopped = True
         finally:
+            if self.rearmer is not None:
+                self.rearmer.stop()
             self.bridges.close()
             self.control.final_snapshot()
             self.engine.close()

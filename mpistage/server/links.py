@@ -27,6 +27,7 @@ from ..protocol import (
     JOIN_TAG,
     PROTOCOL_VERSION,
     PURPOSE_CLIENT,
+    PURPOSE_REARM,
     PURPOSE_STOP,
     RMA_MIN_BYTES,
     WIDEN_TAG,
@@ -266,6 +267,10 @@ class Acceptor:
             first = MPI.COMM_SELF.Accept(self.port, MPI.INFO_NULL, 0)
             first.Set_errhandler(MPI.ERRORS_RETURN)
             hello = self._hear(first)
+            if hello is not None and hello.purpose == PURPOSE_REARM and hmac.compare_digest(hello.secret, self.secret):
+                self._answer(first, ADMITTED, "re-armed")  # the servers' own keep-alive: Accept again
+                first.Free()
+                continue
             refusal = f"no hello within {SETUP_SECONDS['value']} s" if hello is None else self._refusal(hello)
             if hello is not None:
                 self._answer(first, ADMITTED if refusal is None else ADMITTED + 1, refusal or "admitted")
