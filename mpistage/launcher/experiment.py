@@ -224,7 +224,7 @@ class Experiment:
         db.address_file.unlink(missing_ok=True)
         cmd = [*server_command(), "--address", str(db.address_file), "--ompi-server-uri", str(self.uri),
                *db.server_args]
-        job = Job(db.name, db.name, db.path, cmd, db.db_nodes, {})
+        job = Job(db.name, db.name, db.path, cmd, db.db_nodes, {}, connects=False)
         if db.launcher is None:  # an Orchestrator made directly
             db.launcher = self._database_launcher(self.launcher)
         self._launch(job, [], db.launcher)

@@ -28,6 +28,7 @@ class Job:
     tasks: int
     env: dict[str, str]
     walltime: float | None = None
+    connects: bool = True  # a member that connects to the servers (False: the servers themselves)
     status: Status = Status.NEW
     returncode: int | None = None
     reason: str = ""

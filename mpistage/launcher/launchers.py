@@ -98,8 +98,40 @@ class MpiexecLauncher(Launcher):
         except (ProcessLookupError, PermissionError):
             pass
 
+    def request_stop(self, job: Job) -> None:
+        """SIGTERM the member's ranks, not its ``mpiexec``: a rank that is connecting to the
+        servers defers the signal until its connect is done (``bootstrap.signals_deferred``),
+        but an ``mpiexec`` that gets it tears its ranks' runtime down at once, and a connect
+        cut there leaves shard 0's accept waiting for ever (Open MPI 4.1). ``mpiexec`` ends
+        when its ranks have; without ranks yet, and for the servers' own job, the whole job is
+        signalled."""
+        ranks = _children(job.handle.pid) if job.connects else []
+        if not ranks:
+            self.send_signal(job, signal.SIGTERM)
+            return
+        for pid in ranks:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def alive(self, job: Job) -> bool:
         return job.handle.poll() is None
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``; empty where there is none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 # Every spawned rank runs this: MPI_Comm_spawn has no output redirection, and the spawned process

@@ -7,6 +7,8 @@ MPI_Abort, one that hangs past its timeout and one stopped with exp.stop(); prin
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,8 +68,28 @@ done_calls = []
 for f in futures:
     f.add_done_callback(lambda fut: done_calls.append(fut.name))
 by_name = {f.name: f for f in futures}
+
+
+def diagnose(name: str) -> str:
+    """What a member that did not finish left behind: its output files and, where py-spy is on
+    PATH, the stacks of its processes (a failure in CI then says where it stood)."""
+    job = exp._jobs[name]
+    parts = [f"--- {path.name}:\n{path.read_text(errors='replace')[-3000:]}" for path in (job.out, job.err)
+             if path.exists()]
+    spy = shutil.which("py-spy")
+    if spy:
+        pids = subprocess.run(["pgrep", "-f", args.exp_path], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            dump = subprocess.run([spy, "dump", "--native", "--pid", pid], capture_output=True, text=True, timeout=30)
+            parts.append(f"--- py-spy {pid}:\n{dump.stdout}{dump.stderr}")
+    return "\n".join(parts)
+
+
 for name in expected:
-    assert by_name[name].result(timeout=120) == 0, name
+    try:
+        assert by_name[name].result(timeout=120) == 0, name
+    except (TimeoutError, MemberFailedError) as exc:
+        raise AssertionError(f"{exc}\n{diagnose(name)}") from None
 time.sleep(1.0)
 exp.stop(stopme)
 try:
