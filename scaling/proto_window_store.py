@@ -115,14 +115,15 @@ def serve(comm, win, arena: np.ndarray) -> None:
 
 # ------------------------------------------------------------------ the client side (measures)
 
-def timed(k: int, fn) -> np.ndarray:
-    """Seconds per call of ``fn`` over ``k`` calls after 3 warm-up calls."""
-    times = np.empty(k)
+def timed_interleaved(k: int, ops: dict) -> dict[str, np.ndarray]:
+    """Seconds per call of each of ``ops``, called in turn ``k`` times after 3 warm-up rounds."""
+    times = {name: np.empty(k) for name in ops}
     for i in range(k + 3):
-        t0 = time.perf_counter()
-        fn()
-        if i >= 3:
-            times[i - 3] = time.perf_counter() - t0
+        for name, fn in ops.items():
+            t0 = time.perf_counter()
+            fn()
+            if i >= 3:
+                times[name][i - 3] = time.perf_counter() - t0
     return times
 
 
@@ -157,9 +158,10 @@ def one_size(win, MPI, slot: np.ndarray, request, reply: np.ndarray, label: str,
         raw_put()
         request(OP_COPY_PUT, n, 1)
 
-    for name, fn in (("raw_rma_put", raw_put), ("raw_rma_get", raw_get), ("proto_put", proto_put),
-                     ("proto_get", proto_get), ("copy_put", copy_put)):
-        records.append({"operation": name, "size": label, "bytes": n, **summarize(timed(k, fn), n)})
+    ops = {"raw_rma_put": raw_put, "raw_rma_get": raw_get, "proto_put": proto_put, "proto_get": proto_get,
+           "copy_put": copy_put}
+    times = timed_interleaved(k, ops)  # round robin, so that load spikes hit every operation alike
+    records += [{"operation": name, "size": label, "bytes": n, **summarize(times[name], n)} for name in ops]
     buf[:] = np.arange(n, dtype=np.uint64).astype(np.uint8)  # a distinct pattern, verified
     proto_put()
     proto_get()
