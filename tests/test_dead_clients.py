@@ -20,13 +20,16 @@ from mpistage.jobs import kill_group, mpi_environ
 
 PAYLOAD_TIMEOUT = 3.0
 ONE_SIDED = ["put-rma", "get-rma", "announce"]
-#: Known failure (3 of 4 runs here): after a client dies in the middle of a 48 MiB point-to-point
-#: transfer over TCP, the shard that was sending or receiving it logs Open MPI's "failed to TCP
-#: connect to a peer MPI process ... may now hang", drops the dead link as designed, and then the
-#: bystander's round trips (and new connects) stall; the cause is not found yet.
+#: Known failure, Open MPI's (3 of 4 runs in session 2, 2 of 2 on 2026-12-02 20:33): after a client
+#: dies in the middle of a 48 MiB point-to-point transfer over TCP, the shard in that transfer
+#: deadlocks inside Open MPI 4.1's TCP BTL: writev fails (ECONNRESET), mca_btl_tcp_endpoint_close runs
+#: the PML's completion callbacks, one sends (mca_pml_ob1_send_fin -> mca_btl_tcp_endpoint_send) and
+#: waits for the endpoint lock its own progress call holds (gdb: main thread in PMPI_Improbe ->
+#: opal_progress -> ... -> pthread_mutex_lock, for good). The shard then serves nobody, so the bystander
+#: stalls. See docs/security.md, "A client killed mid point-to-point transfer".
 POINT_TO_POINT = pytest.param(["put-p2p", "get-p2p"], marks=pytest.mark.xfail(
-    reason="a client killed mid point-to-point transfer can leave the shard's TCP transport stalled "
-           "(Open MPI 4.1; under investigation)", strict=False))
+    reason="Open MPI 4.1 TCP BTL self-deadlock on the endpoint lock after a peer dies mid-transfer "
+           "(docs/security.md)", strict=False))
 
 
 def _job(servers, *argv: str) -> subprocess.Popen:
