@@ -1,7 +1,7 @@
 """Staging benchmark: put / get / unpack latency (p50, p99) and bandwidth through the servers, for
 several sizes, client counts, shard counts and both modes, against raw MPI measured in the same run.
 
-    .venv/bin/python scaling/bench_staging.py [--quick] [--out scaling/results/staging.json]
+    .venv/bin/python scaling/bench_staging.py [--quick] [--redis] [--out scaling/results/staging.json]
 
 The baselines are raw mpi4py between two ranks: an N-byte message answered by an 8-byte one
 (what a put or get must at least do), and a one-sided ``MPI_Get`` of N bytes from a window made
@@ -9,6 +9,7 @@ with ``Win.Allocate`` (lock shared + get + unlock); once within one world (compa
 mode) and once between two separately launched jobs connected through a port (compared with
 connect mode, taking the faster of the two). The ratio column is baseline time / mpistage time
 for the same size (1.0 = as fast as raw MPI). Each case prints one row and adds one JSON record.
+``--redis`` adds Redis put/get rows (scaling/redis_peer.py), compared with raw MPI in one world.
 """
 
 from __future__ import annotations
@@ -185,6 +186,24 @@ def cross_job_baseline(py: str, env: dict[str, str], tmp: Path, out: Path, quick
         ompi.wait(timeout=30)
 
 
+def redis_records(baseline: dict, quick: bool) -> list[dict]:
+    """Redis put/get at the same sizes, compared with raw MPI point-to-point in one world; [] with a
+    one-line message when redis-server or redis-py is missing."""
+    import redis_peer
+
+    reason = redis_peer.unavailable()
+    if reason:
+        print(f"bench_staging: skipping Redis: {reason}", flush=True)
+        return []
+    records = []
+    with redis_peer.redis_server() as port:
+        for rec in redis_peer.measure(port, SIZES, lambda n: iterations(n, quick)):
+            rec.update(mode="redis", shards=1, clients=1, client="python", system="redis")
+            records.append(with_ratio(rec, baseline[("raw_p2p", rec["size"])]))
+            print_row(rec)
+    return records
+
+
 def drive(args: argparse.Namespace) -> None:
     from mpistage.cli import mpi_environ
 
@@ -221,7 +240,7 @@ def drive(args: argparse.Namespace) -> None:
                         else:  # the faster raw path between two jobs
                             raw = min((xbaseline[(op, rec["size"])] for op in ("raw_p2p", "raw_rma_get")),
                                       key=lambda r: r["p50_us"])
-                        rec.update(mode=mode, shards=shards, clients=clients, client="python")
+                        rec.update(mode=mode, shards=shards, clients=clients, client="python", system="mpistage")
                         results.append(with_ratio(rec, raw))
                         print_row(rec)
         if args.fortran and shutil.which("mpif90"):
@@ -231,8 +250,10 @@ def drive(args: argparse.Namespace) -> None:
             for rec in fortran_records(args.quick):
                 results.append(with_ratio(rec, baseline[("raw_p2p", rec["size"])]))
                 print_row(rec)
+        if args.redis:
+            results += redis_records(baseline, args.quick)
     for name, table in (("raw-world", baseline), ("raw-connect", xbaseline)):
-        results += [{**rec, "mode": name, "shards": 0, "clients": 1} for rec in table.values()]
+        results += [{**rec, "mode": name, "shards": 0, "clients": 1, "system": "raw-mpi"} for rec in table.values()]
         print(f"\nbaseline {name} (one rank each side):")
         for rec in table.values():
             print(f"  {rec['operation']:12s} {rec['size']:>7s} p50 {rec['p50_us']:10.2f} us  "
@@ -268,6 +289,8 @@ def main() -> None:
     p.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--no-fortran", dest="fortran", action="store_false",
                    help="skip the Fortran client (MPMD, 1 shard, 1 client; needs mpif90)")
+    p.add_argument("--redis", action="store_true",
+                   help="also measure Redis (redis-py, a redis-server started on loopback) at the same sizes")
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     {"driver": drive, "baseline": role_baseline, "xjob": role_xjob, "client": role_client}[args.role](args)
